@@ -1,0 +1,193 @@
+"""The ``lorallama`` command.
+
+lorallama demo                                   # fine-tune the bundled SmolLM2 on CPU, compare answers
+lorallama train demo --max-steps 20              # train a recipe (slug or YAML path)
+lorallama train finetome --set trainer.learning_rate=1e-4 --output runs/ft
+lorallama chat demo --prompt "What is the tallest mountain in the world ?"
+lorallama data inspect finetome                  # validation report + token-length histogram
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+COMPARISON_PROMPTS = (
+    "The problem with current economy is",
+    "What is the tallest mountain in the world ?",
+    "Continue the fibonnaci sequence: 1, 1, 2, 3, 5, 8,",
+)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lorallama",
+        description="Fine-tune small Llama models with LoRA and chat with them. Recipes live in train_jobs/<slug>.yaml.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe into an adapter (resumes an interrupted run)")
+    p.add_argument("recipe", help="recipe slug (train_jobs/<slug>.yaml) or path to a recipe YAML")
+    p.add_argument("--output", type=Path, help="output folder (default runs/<slug>)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides the recipe)")
+    p.add_argument("--time-budget", help="stop cleanly with a checkpoint after this long, e.g. 3h50m")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, e.g. trainer.learning_rate=1e-4 (repeatable)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint folder")
+    g.add_argument("--restart", action="store_true", help="ignore existing checkpoints and start over")
+    p.add_argument(
+        "--backend", choices=["unsloth", "transformers", "cpu"], help="force a backend (default: best available)"
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("chat", help="stream an answer from base + adapter")
+    p.add_argument("target", help="recipe slug, adapter folder, or a base (bundled:smollm2-135m-instruct, Hub id)")
+    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--base-only", action="store_true", help="answer with the adapter switched off")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("data", help="look at a recipe's training data")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("inspect", help="validation report and token-length histogram (also written as a PNG)")
+    q.add_argument("recipe", help="recipe slug or YAML path")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    q.add_argument("--strict", action="store_true", help="stop at the first bad row")
+    q.add_argument("--png", type=Path, help="where to write the histogram (default runs/<slug>/token_lengths.png)")
+    q.set_defaults(func=cmd_data_inspect)
+
+    p = sub.add_parser("demo", help="fine-tune the bundled SmolLM2 on the demo data and compare base vs tuned")
+    p.add_argument("--output", type=Path, default=Path("runs/demo"))
+    p.add_argument("--time-budget", default="4m30s", help="training time limit (default 4m30s)")
+    p.add_argument("--restart", action="store_true", help="train again even if a finished run exists")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from . import train
+    from .recipe import load_recipe, parse_duration
+
+    recipe = load_recipe(args.recipe, args.set)
+    resume = "never" if args.restart else (args.resume or "auto")
+    budget = parse_duration(args.time_budget) if args.time_budget else None
+    result = train.train(
+        recipe,
+        args.output,
+        max_steps=args.max_steps,
+        resume=resume,
+        backend=_backend(recipe, args.backend),
+        time_budget=budget,
+    )
+    status = "finished" if result.finished else f"stopped at step {result.global_step}"
+    print(f"{status}: adapter in {result.adapter_dir}, loss curve {result.adapter_dir / 'loss.png'}")
+    return 0
+
+
+def _backend(recipe, name):
+    from . import models
+
+    return models.choose_backend(recipe, name) if name else None
+
+
+def cmd_chat(args) -> int:
+    from . import chat
+
+    cm = chat.load_chat_model(args.target)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}
+    ]
+    ctx = cm.base_only() if args.base_only else _nullcontext()
+    with ctx:
+        for piece in chat.stream_chat(
+            cm, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
+        ):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def cmd_data_inspect(args) -> int:
+    from . import data, models
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    chain = models.base_chain(recipe)
+    tokenizer = models.load_tokenizer(chain.base, recipe.model.chat_template)
+    template = models.training_chat_template(tokenizer) if recipe.trainer.assistant_only_loss else None
+    prepared = data.prepare(recipe, tokenizer, template, strict=args.strict or None)
+    png = args.png or Path("runs") / recipe.slug / "token_lengths.png"
+    lengths = [len(ids) for ids in prepared.train["input_ids"]]
+    print(prepared.report.format())
+    print(
+        f"\ntraining examples: {len(lengths)}; held out: {', '.join(f'{k} {len(v)}' for k, v in prepared.eval.items()) or 'none'}"
+    )
+    print("token lengths:")
+    print(data.length_histogram(lengths, png, title=f"{recipe.slug}: tokens per training example"))
+    print(f"\nhistogram written to {png}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import chat, train
+    from .recipe import load_recipe, parse_duration
+
+    recipe = load_recipe("demo")
+    started = time.time()
+    result = train.train(
+        recipe, args.output, resume="never" if args.restart else "auto", time_budget=parse_duration(args.time_budget)
+    )
+    print(f"\ntrained {result.global_step} steps in {time.time() - started:.0f} s on {result.backend.device}")
+    cm = chat.load_chat_model(str(result.adapter_dir))
+    for prompt in COMPARISON_PROMPTS:
+        with cm.base_only():
+            base = chat.answer(cm, prompt, max_new_tokens=60)
+        tuned = chat.answer(cm, prompt, max_new_tokens=60)
+        print(f"\n### {prompt}\n  base : {_one_line(base)}\n  tuned: {_one_line(tuned)}")
+    print(f"\nloss curve: {result.adapter_dir / 'loss.png'}\nadapter:    {result.adapter_dir}")
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from .data import DataError
+    from .models import ModelError
+    from .recipe import RecipeError
+    from .train import TrainError
+
+    try:
+        return args.func(args)
+    except (RecipeError, DataError, ModelError, TrainError) as e:
+        print(f"lorallama: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

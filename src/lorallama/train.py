@@ -1,0 +1,378 @@
+"""Training: a recipe becomes a TRL ``SFTTrainer`` with a PEFT LoRA adapter.
+
+    lorallama train demo --max-steps 20
+    lorallama train train_jobs/finetome.yaml --output runs/finetome --set trainer.learning_rate=1e-4
+
+The output folder holds ``checkpoints/`` (every ``save_steps``, resumable), ``tb/`` (TensorBoard) and ``adapter/``:
+the adapter, tokenizer, ``recipe.yaml``, ``run.json`` (resolved recipe, versions, backend, data report, git
+commit), ``loss.json`` and ``loss.png``. Resume order, logged at start: explicit ``--resume`` > newest local
+checkpoint > fresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import data as data_mod
+from . import models
+from .recipe import Recipe
+
+log = logging.getLogger("lorallama")
+
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or finish as asked; the message says why and what to do."""
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    adapter_dir: Path
+    global_step: int
+    finished: bool
+    resumed_from: str | None
+    loss_history: list[dict[str, Any]]
+    backend: models.Backend
+
+
+def default_output(recipe: Recipe) -> Path:
+    return Path("runs") / recipe.slug
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when the output folder cannot be written (and say which folder)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise TrainError(
+            f"cannot write to output folder {folder}: {e.strerror or e}. Pick another with --output"
+        ) from e
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint (one whose trainer_state.json, written last, exists)."""
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def resolve_resume(output_dir: Path, resume: str | None) -> tuple[str | None, str]:
+    """Resume order: explicit path > newest local checkpoint > fresh. Returns (checkpoint, why)."""
+    if resume == "never":
+        return None, "fresh start (--restart)"
+    if resume not in (None, "auto"):
+        path = Path(resume)
+        if not (path / "trainer_state.json").is_file():
+            raise TrainError(f"--resume {resume}: not a checkpoint folder (no trainer_state.json in it)")
+        return str(path), f"explicit checkpoint {path}"
+    local = last_checkpoint(output_dir / CHECKPOINTS)
+    if local is not None:
+        return str(local), f"newest local checkpoint {local}"
+    return None, "fresh start (no checkpoint found)"
+
+
+def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_steps: int | None):
+    from trl import SFTConfig
+
+    t = recipe.trainer
+    cuda = backend.device == "cuda"
+    return SFTConfig(
+        output_dir=str(output_dir / CHECKPOINTS),
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        warmup_steps=t.warmup_steps,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=max_steps if max_steps is not None else t.max_steps,
+        learning_rate=t.learning_rate,
+        optim=backend.optim,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler_type,
+        seed=t.seed,
+        data_seed=t.seed,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        # TensorBoard gets its own callback (see tensorboard_callback) so its logs land in <output>/tb.
+        report_to=[r for r in t.report_to if r not in ("none", "tensorboard")],
+        max_length=t.max_length,
+        packing=t.packing,
+        # Masks come from our own tokenisation (data.py): TRL's flag is only for untokenised chat rows.
+        assistant_only_loss=False,
+        gradient_checkpointing=t.gradient_checkpointing and cuda,
+        bf16=cuda and backend.dtype == "bfloat16",
+        fp16=cuda and backend.dtype == "float16",
+        use_cpu=not cuda,
+        eval_strategy="steps" if recipe.data.eval_rows else "no",
+        eval_steps=t.save_steps if recipe.data.eval_rows else None,
+        per_device_eval_batch_size=t.per_device_train_batch_size,
+        dataloader_num_workers=0,
+        save_only_model=False,
+        disable_tqdm=False,
+    )
+
+
+def tensorboard_callback(recipe: Recipe, output_dir: Path) -> list:
+    if "tensorboard" not in recipe.trainer.report_to:
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(output_dir / "tb")))]
+
+
+def lora_config(recipe: Recipe):
+    from peft import LoraConfig
+
+    lora = recipe.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def time_budget_callback(seconds: float):
+    """Stop with a checkpoint once the budget is spent, leaving time to save before a job's hard limit."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.deadline = time.monotonic() + seconds
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() >= self.deadline:
+                log.info("time budget spent at step %d: saving a checkpoint and stopping", state.global_step)
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return TimeBudget()
+
+
+def fused_loss_available(model) -> bool:
+    """TRL's fused LM-head loss is a Triton kernel: CUDA only."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None and next(model.parameters()).is_cuda
+
+
+def trainer_class():
+    """``SFTTrainer``, with transformers' own loss where TRL's Triton kernel cannot run (CPU)."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class LoraSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if fused_loss_available(model):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return LoraSFTTrainer
+
+
+def build_trainer(
+    recipe: Recipe,
+    output_dir: Path,
+    *,
+    max_steps: int | None = None,
+    backend: models.Backend | None = None,
+    callbacks: list | None = None,
+):
+    """Everything up to ``trainer.train()``: backend, tokenizer, data, model, LoRA. Returns (trainer, context)."""
+    backend = backend or models.choose_backend(recipe)
+    log.info(
+        "backend: %s on %s (%s), %s, optimizer %s",
+        backend.name,
+        backend.device,
+        backend.reason,
+        backend.dtype,
+        backend.optim,
+    )
+    chain = models.base_chain(recipe)
+    tokenizer = models.load_tokenizer(chain.base, recipe.model.chat_template)
+    template = models.training_chat_template(tokenizer) if recipe.trainer.assistant_only_loss else None
+    prepared = data_mod.prepare(recipe, tokenizer, template)
+    log.info("%s", prepared.report.format())
+    model = models.load_model(recipe, backend)
+    models.configure_generation(model, tokenizer)
+    peft_config = lora_config(recipe)
+    if backend.name == "unsloth":
+        from unsloth import FastLanguageModel
+
+        lora = recipe.lora
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            use_gradient_checkpointing="unsloth" if recipe.trainer.gradient_checkpointing else False,
+            random_state=recipe.trainer.seed,
+        )
+        peft_config = None
+    trainer = trainer_class()(
+        model=model,
+        args=sft_config(recipe, backend, output_dir, max_steps),
+        train_dataset=prepared.train,
+        eval_dataset=prepared.eval or None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[*tensorboard_callback(recipe, output_dir), *(callbacks or [])],
+    )
+    return trainer, {"backend": backend, "tokenizer": tokenizer, "report": prepared.report, "chain": chain}
+
+
+def train(
+    recipe: Recipe,
+    output_dir: Path | None = None,
+    *,
+    max_steps: int | None = None,
+    resume: str | None = "auto",
+    backend: models.Backend | None = None,
+    callbacks: list | None = None,
+    time_budget: float | None = None,
+) -> RunResult:
+    """Train ``recipe`` into ``output_dir`` (resuming where a previous run stopped)."""
+    output_dir = Path(output_dir or default_output(recipe))
+    check_writable(output_dir)
+    checkpoint, why = resolve_resume(output_dir, resume)
+    if resume == "never" and (output_dir / CHECKPOINTS).exists():
+        shutil.rmtree(output_dir / CHECKPOINTS)
+    log.info("resume order: explicit --resume > local checkpoint > fresh → %s", why)
+    started = time.time()
+    callbacks = [*(callbacks or []), *([time_budget_callback(time_budget)] if time_budget else [])]
+    trainer, ctx = build_trainer(recipe, output_dir, max_steps=max_steps, backend=backend, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    state = trainer.state
+    finished = state.max_steps > 0 and state.global_step >= state.max_steps
+    adapter_dir = output_dir / ADAPTER
+    history = loss_history(state.log_history)
+    _save_adapter(trainer, recipe, ctx, adapter_dir, history, finished, checkpoint, time.time() - started)
+    return RunResult(output_dir, adapter_dir, state.global_step, finished, checkpoint, history, ctx["backend"])
+
+
+def loss_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The logged training/eval losses, one entry per logging step."""
+    keep = ("loss", "eval_loss", "eval_domain_loss", "eval_chat_loss", "learning_rate", "grad_norm")
+    out = []
+    for entry in log_history:
+        row = {k: entry[k] for k in keep if k in entry}
+        if row:
+            out.append({"step": entry.get("step"), "epoch": entry.get("epoch"), **row})
+    return out
+
+
+def _save_adapter(trainer, recipe, ctx, adapter_dir: Path, history, finished, resumed_from, seconds) -> None:
+    """Write the adapter folder atomically: a crash never leaves a half-written adapter."""
+    tmp = Path(tempfile.mkdtemp(dir=adapter_dir.parent, prefix=".adapter-"))
+    try:
+        trainer.model.save_pretrained(tmp)
+        ctx["tokenizer"].save_pretrained(tmp)
+        _point_adapter_at_hub_base(tmp / "adapter_config.json", ctx["chain"].base)
+        (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+        (tmp / "loss.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+        plot_loss(history, tmp / "loss.png", title=f"{recipe.slug}: training loss")
+        meta = run_metadata(recipe, ctx, trainer.state, finished, resumed_from, seconds)
+        (tmp / "run.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        os.replace(tmp, adapter_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _point_adapter_at_hub_base(config_path: Path, base: str) -> None:
+    """PEFT records the local cache path of the base; users of the adapter need its Hub id."""
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = models.hub_id_of(base)
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def run_metadata(recipe, ctx, state, finished, resumed_from, seconds) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "slug": recipe.slug,
+        "recipe": recipe.to_dict(),
+        "base": ctx["chain"].base,
+        "merged_adapters": ctx["chain"].adapters,
+        "backend": ctx["backend"].to_dict(),
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "finished": finished,
+        "resumed_from": resumed_from,
+        "train_seconds": round(seconds, 1),
+        "data_report": ctx["report"].to_dict() | {"token_lengths": None},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+            "peft": peft.__version__,
+        },
+        "hardware": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)",
+        "git_commit": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def plot_loss(history: list[dict[str, Any]], png: Path, title: str) -> None:
+    """Loss against step: training loss, and every eval loss the run logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for key, label in (
+        ("loss", "train"),
+        ("eval_loss", "eval"),
+        ("eval_domain_loss", "eval: domain"),
+        ("eval_chat_loss", "eval: general chat"),
+    ):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
