@@ -44,6 +44,8 @@ class ChatModel:
 def locate(target: str) -> tuple[str, str | None]:
     """``target`` → (base, adapter). A recipe slug, an adapter folder, or a bare base (no adapter)."""
     path = Path(target)
+    if path.is_dir() and (path / "config.json").is_file():
+        return target, None  # a plain model folder
     if path.is_dir() and (path / "adapter_config.json").is_file():
         return _base_of_adapter(path), str(path)
     if path.is_dir() and (path / "adapter" / "adapter_config.json").is_file():

@@ -263,7 +263,7 @@ def train(
         shutil.rmtree(output_dir / CHECKPOINTS)
     log.info("resume order: explicit --resume > local checkpoint > fresh → %s", why)
     started = time.time()
-    callbacks = [*(callbacks or []), *([time_budget_callback(time_budget)] if time_budget else [])]
+    callbacks = [*(callbacks or []), *([time_budget_callback(time_budget)] if time_budget is not None else [])]
     trainer, ctx = build_trainer(recipe, output_dir, max_steps=max_steps, backend=backend, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state

