@@ -17,6 +17,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils.sha import git_hash
+
 from support.hub_double import map_job_command
 
 
