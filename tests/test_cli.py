@@ -37,7 +37,10 @@ def test_help_lists_every_command_with_examples():
         (["train", "demo", "--set", "trainer.learning_rat=1"], "did you mean 'trainer.learning_rate'"),
         (["train", "missing.yaml"], "recipe file missing.yaml does not exist"),
         (["data", "inspect", "demo", "--set", "data.source=nowhere.jsonl"], "nowhere.jsonl does not exist"),
-        (["train", "demo", "--set", "model.base=./nope", "--max-steps", "1"], "neither a folder here nor a Hub id"),
+        (
+            ["train", "demo", "--no-push", "--set", "model.base=./nope", "--max-steps", "1"],
+            "neither a folder here nor a Hub id",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_message_naming_the_fix(args, message, in_tmp):

@@ -50,6 +50,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", choices=["unsloth", "transformers", "cpu"], help="force a backend (default: best available)"
     )
+    p.add_argument(
+        "--no-push",
+        action="store_true",
+        help="train locally only, even when the recipe names hub.model_repo (default: push checkpoints there)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("chat", help="stream an answer from base + adapter")
@@ -93,7 +98,11 @@ def cmd_train(args) -> int:
         resume=resume,
         backend=_backend(recipe, args.backend),
         time_budget=budget,
+        push=False if args.no_push else None,
     )
+    if result.interrupted_by is not None:
+        print(f"interrupted at step {result.global_step}: checkpoint saved; run the same command to resume")
+        return 128 + result.interrupted_by
     status = "finished" if result.finished else f"stopped at step {result.global_step}"
     print(f"{status}: adapter in {result.adapter_dir}, loss curve {result.adapter_dir / 'loss.png'}")
     return 0
@@ -157,7 +166,11 @@ def cmd_demo(args) -> int:
     recipe = load_recipe("demo")
     started = time.time()
     result = train.train(
-        recipe, args.output, resume="never" if args.restart else "auto", time_budget=parse_duration(args.time_budget)
+        recipe,
+        args.output,
+        resume="never" if args.restart else "auto",
+        time_budget=parse_duration(args.time_budget),
+        push=False,  # the demo runs offline
     )
     print(f"\ntrained {result.global_step} steps in {time.time() - started:.0f} s on {result.backend.device}")
     cm = chat.load_chat_model(str(result.adapter_dir))

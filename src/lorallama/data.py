@@ -147,7 +147,7 @@ def load_rows(source: str, split: str = "train") -> list[RawRow]:
             raise DataError(f"{path} holds no {', '.join(LOCAL_SUFFIXES)} files")
         rows: list[RawRow] = []
         for f in files:
-            rows.extend(_read_local(f, start=len(rows)))
+            rows.extend(_read_local(f, start=rows[-1].index + 1 if rows else 0))
         return rows
     return _read_hub(source, split)
 
@@ -328,7 +328,7 @@ def clean_text(text: str, trim: list[str]) -> str:
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = _CONTROL.sub("", text)
     for pattern in trim:
-        text = re.sub(pattern, "", text, flags=re.MULTILINE | re.DOTALL)
+        text = re.sub(pattern, "", text, flags=re.MULTILINE)  # write (?s) in the pattern to span lines
     text = re.sub(r"[ \t]+\n", "\n", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
@@ -339,6 +339,8 @@ def chunk_documents(docs: list[str], tokenizer, block: int) -> list[list[int]]:
 
     Nothing is thrown away: the last, shorter block is kept too.
     """
+    if not docs:
+        return []
     eos = tokenizer.eos_token_id
     stream: list[int] = []
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import typing
@@ -33,6 +34,8 @@ def parse_duration(text: str | int | float) -> int:
     """``"3h50m"`` → seconds. Plain numbers are seconds."""
     if isinstance(text, int | float):
         return int(text)
+    if str(text).strip().isdigit():
+        return int(str(text).strip())
     m = _DURATION.match(str(text).strip())
     if not m or not any(m.groups()):
         raise RecipeError(f"cannot read duration {text!r}: write it like 4h, 3h50m, 90m or 45s")
@@ -78,9 +81,12 @@ class ReplaySpec:
     split: str = "train"
     messages_field: str = "auto"
     max_rows: int | None = None
+    min_score: float | None = None
+    score_field: str = "score"
 
     def __post_init__(self) -> None:
         _need(0 < self.fraction < 1, "data.replay.fraction", self.fraction, "use a share between 0 and 1, e.g. 0.1")
+        _need(self.max_rows is None or self.max_rows > 0, "data.replay.max_rows", self.max_rows, "use a positive count")
 
 
 @dataclass
@@ -214,7 +220,10 @@ class JobSpec:
     timeout: str = "4h"
 
     def __post_init__(self) -> None:
-        parse_duration(self.timeout)
+        try:
+            parse_duration(self.timeout)
+        except RecipeError:
+            raise RecipeError(f"job.timeout = {self.timeout!r} is not valid: write it like 4h, 3h50m or 90m") from None
 
 
 @dataclass
@@ -317,7 +326,10 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node = node[part]
         if not isinstance(node, dict):
             raise RecipeError(f"override {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"override {item!r}: the value is not valid YAML ({e.problem}); quote it or fix it") from None
 
 
 def _field_names(cls: type) -> list[str]:
@@ -334,6 +346,14 @@ def _all_keys() -> dict[str, str]:
     return out
 
 
+_EXAMPLES = {
+    "base": "model: {base: unsloth/Llama-3.2-1B-Instruct}",
+    "source": "data: {source: mlabonne/FineTome-100k}",
+    "model": "model: {base: unsloth/Llama-3.2-1B-Instruct}",
+    "data": "data: {source: mlabonne/FineTome-100k}",
+}
+
+
 def build(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass ``cls`` from a YAML mapping, rejecting unknown keys with a suggestion."""
     if not isinstance(raw, dict):
@@ -345,10 +365,10 @@ def build(cls: type, raw: Any, where: str) -> Any:
         dotted = f"{where}.{key}" if where else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-            if close:
-                fix = f"did you mean {(where + '.' if where else '') + close[0]!r}?"
-            elif str(key) in _all_keys():
+            if str(key) in _all_keys():
                 fix = f"it belongs in its section: write it as {_all_keys()[str(key)]!r}"
+            elif close:
+                fix = f"did you mean {(where + '.' if where else '') + close[0]!r}?"
             else:
                 fix = f"valid keys here: {', '.join(names)}"
             raise RecipeError(f"unknown key {dotted!r}: {fix}")
@@ -359,7 +379,9 @@ def build(cls: type, raw: Any, where: str) -> Any:
         if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
-        raise RecipeError(f"{where or 'recipe'} is missing {', '.join(missing)} (required)")
+        keys = ", ".join(f"{where}.{m}" if where else m for m in missing)
+        verb = "is" if len(missing) == 1 else "are"
+        raise RecipeError(f"{keys} {verb} missing (required): add it to the recipe, e.g. {_EXAMPLES[missing[0]]}")
     return cls(**kwargs)
 
 
@@ -371,7 +393,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, where)
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, where)
+        return build(tp, {} if value is None else value, where)  # a section with every line commented out
     if origin is list:
         if isinstance(value, str):
             value = [value]
@@ -389,6 +411,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             number = float(value)  # YAML reads 2e-4 as a string; accept it
         except (TypeError, ValueError):
             raise RecipeError(f"{where} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise RecipeError(f"{where} must be a finite number, got {value!r}")
         if tp is int:
             if number != int(number):
                 raise RecipeError(f"{where} must be a whole number, got {value!r}")

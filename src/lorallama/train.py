@@ -11,13 +11,16 @@ checkpoint > fresh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,7 @@ class RunResult:
     resumed_from: str | None
     loss_history: list[dict[str, Any]]
     backend: models.Backend
+    interrupted_by: int | None = None
 
 
 def default_output(recipe: Recipe) -> Path:
@@ -74,8 +78,30 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def resolve_resume(output_dir: Path, resume: str | None) -> tuple[str | None, str]:
-    """Resume order: explicit path > newest local checkpoint > fresh. Returns (checkpoint, why)."""
+# Keys whose change makes an old checkpoint meaningless for the new recipe (data order, shapes, base, schedule).
+SAFE_TO_CHANGE = {"save_steps", "save_total_limit", "logging_steps", "report_to", "gradient_checkpointing"}
+
+
+def resume_conflicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys that differ between two recipes in a way that makes resuming unsafe."""
+    out = []
+    for section in ("model", "data", "lora", "trainer"):
+        a, b = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if section == "trainer" and key in SAFE_TO_CHANGE:
+                continue
+            if a.get(key) != b.get(key):
+                out.append(f"{section}.{key} ({a.get(key)!r} → {b.get(key)!r})")
+    return out
+
+
+def resolve_resume(
+    output_dir: Path, resume: str | None, recipe: Recipe | None = None, hub_repo: str | None = None
+) -> tuple[str | None, str]:
+    """Resume order: explicit path > Hub last-checkpoint > newest local checkpoint > fresh. Returns (checkpoint, why).
+
+    A local checkpoint newer than the Hub's (its push failed) wins over the Hub's.
+    """
     if resume == "never":
         return None, "fresh start (--restart)"
     if resume not in (None, "auto"):
@@ -84,18 +110,47 @@ def resolve_resume(output_dir: Path, resume: str | None) -> tuple[str | None, st
             raise TrainError(f"--resume {resume}: not a checkpoint folder (no trainer_state.json in it)")
         return str(path), f"explicit checkpoint {path}"
     local = last_checkpoint(output_dir / CHECKPOINTS)
+    local_step = int(local.name.split("-")[-1]) if local else -1
+    if hub_repo:
+        from . import hub
+
+        try:
+            remote = hub.remote_run(hub_repo)
+        except Exception as e:
+            raise TrainError(
+                f"cannot look for a checkpoint in {hub_repo} ({type(e).__name__}: {e}): check HF_TOKEN and the "
+                "network, or train locally with --no-push"
+            ) from e
+        if remote.checkpoint_step is not None and recipe is not None and remote.recipe is not None:
+            conflicts = resume_conflicts(remote.recipe, recipe.to_dict())
+            if conflicts:
+                raise TrainError(
+                    f"the unfinished run in {hub_repo} used a different recipe, so resuming it is unsafe: "
+                    f"{'; '.join(conflicts)}. Restore those values, or pass --restart to start over"
+                )
+        if remote.checkpoint_step is not None and remote.checkpoint_step > local_step:
+            path = hub.download_checkpoint(hub_repo, output_dir / "hub")
+            return str(path), f"Hub checkpoint {hub_repo}@{hub.CHECKPOINT_DIR} (step {remote.checkpoint_step})"
     if local is not None:
         return str(local), f"newest local checkpoint {local}"
     return None, "fresh start (no checkpoint found)"
 
 
-def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_steps: int | None):
+def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_steps: int | None, push: bool = False):
     from trl import SFTConfig
 
     t = recipe.trainer
     cuda = backend.device == "cuda"
+    hub_repo = recipe.hub.model_repo if push else None
     return SFTConfig(
         output_dir=str(output_dir / CHECKPOINTS),
+        # Every checkpoint goes to <repo>/last-checkpoint. hub_always_push queues a push even while the previous
+        # one is still uploading (HfApi runs them one at a time, in order), so no checkpoint is silently skipped.
+        push_to_hub=hub_repo is not None,
+        hub_model_id=hub_repo,
+        hub_strategy="checkpoint",
+        hub_always_push=True,
+        hub_private_repo=recipe.hub.private,
         per_device_train_batch_size=t.per_device_train_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         warmup_steps=t.warmup_steps,
@@ -200,6 +255,7 @@ def build_trainer(
     max_steps: int | None = None,
     backend: models.Backend | None = None,
     callbacks: list | None = None,
+    push: bool = False,
 ):
     """Everything up to ``trainer.train()``: backend, tokenizer, data, model, LoRA. Returns (trainer, context)."""
     backend = backend or models.choose_backend(recipe)
@@ -235,7 +291,7 @@ def build_trainer(
         peft_config = None
     trainer = trainer_class()(
         model=model,
-        args=sft_config(recipe, backend, output_dir, max_steps),
+        args=sft_config(recipe, backend, output_dir, max_steps, push),
         train_dataset=prepared.train,
         eval_dataset=prepared.eval or None,
         processing_class=tokenizer,
@@ -243,6 +299,43 @@ def build_trainer(
         callbacks=[*tensorboard_callback(recipe, output_dir), *(callbacks or [])],
     )
     return trainer, {"backend": backend, "tokenizer": tokenizer, "report": prepared.report, "chain": chain}
+
+
+class StopRequest:
+    """SIGTERM (what a job's timeout or cancel sends) asks the run to save, push and stop after the current step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signal = signum
+        log.warning("received signal %d: finishing this step, then saving and pushing a checkpoint", signum)
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        request = self
+
+        class StopOnSignal(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if request.signal is not None:
+                    control.should_save = True
+                    control.should_training_stop = True
+                return control
+
+        return StopOnSignal()
+
+
+@contextlib.contextmanager
+def handle_sigterm(request: StopRequest):
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers live on the main thread only
+        return
+    previous = signal.signal(signal.SIGTERM, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train(
@@ -254,24 +347,73 @@ def train(
     backend: models.Backend | None = None,
     callbacks: list | None = None,
     time_budget: float | None = None,
+    push: bool | None = None,
 ) -> RunResult:
-    """Train ``recipe`` into ``output_dir`` (resuming where a previous run stopped)."""
+    """Train ``recipe`` into ``output_dir``, resuming where a previous run stopped.
+
+    With ``hub.model_repo`` set (and ``push`` not False), checkpoints go to the Hub every ``save_steps``, the run
+    resumes from the Hub's last checkpoint, and the adapter and metadata are pushed at the end.
+    """
     output_dir = Path(output_dir or default_output(recipe))
     check_writable(output_dir)
-    checkpoint, why = resolve_resume(output_dir, resume)
+    hub_repo = recipe.hub.model_repo if push is not False else None
+    if push and not hub_repo:
+        raise TrainError(
+            f"pushing needs hub.model_repo in recipe {recipe.slug!r}: set it, e.g. --set hub.model_repo=you/name"
+        )
+    checkpoint, why = resolve_resume(output_dir, resume, recipe, hub_repo)
     if resume == "never" and (output_dir / CHECKPOINTS).exists():
         shutil.rmtree(output_dir / CHECKPOINTS)
-    log.info("resume order: explicit --resume > local checkpoint > fresh → %s", why)
+    log.info("resume order: explicit --resume > Hub checkpoint > local checkpoint > fresh → %s", why)
+    if hub_repo:
+        _stage_run_files(recipe, output_dir / CHECKPOINTS)
     started = time.time()
-    callbacks = [*(callbacks or []), *([time_budget_callback(time_budget)] if time_budget is not None else [])]
-    trainer, ctx = build_trainer(recipe, output_dir, max_steps=max_steps, backend=backend, callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    stop = StopRequest()
+    callbacks = [*(callbacks or []), stop.callback()]
+    if time_budget is not None:
+        callbacks.append(time_budget_callback(time_budget))
+    trainer, ctx = build_trainer(
+        recipe, output_dir, max_steps=max_steps, backend=backend, callbacks=callbacks, push=hub_repo is not None
+    )
+    with handle_sigterm(stop):
+        trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
     finished = state.max_steps > 0 and state.global_step >= state.max_steps
     adapter_dir = output_dir / ADAPTER
     history = loss_history(state.log_history)
     _save_adapter(trainer, recipe, ctx, adapter_dir, history, finished, checkpoint, time.time() - started)
-    return RunResult(output_dir, adapter_dir, state.global_step, finished, checkpoint, history, ctx["backend"])
+    if hub_repo:
+        _push_final(hub_repo, adapter_dir, output_dir, state.global_step, finished)
+    result = RunResult(output_dir, adapter_dir, state.global_step, finished, checkpoint, history, ctx["backend"])
+    result.interrupted_by = stop.signal
+    return result
+
+
+def _stage_run_files(recipe: Recipe, folder: Path) -> None:
+    """The recipe and an unfinished run.json ride along with every checkpoint push (Trainer pushes this folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    (folder / "run.json").write_text(json.dumps({"slug": recipe.slug, "finished": False}), encoding="utf-8")
+
+
+def _push_final(repo: str, adapter_dir: Path, output_dir: Path, step: int, finished: bool) -> None:
+    """The adapter, metadata and newest checkpoint in one commit; on failure, say where the local copy is."""
+    from . import hub
+
+    folders = {"": adapter_dir}
+    newest = last_checkpoint(output_dir / CHECKPOINTS)
+    if newest is not None:
+        folders[hub.CHECKPOINT_DIR] = newest
+    message = f"{'Finished' if finished else 'Stopped'} at step {step}: adapter, metadata and last checkpoint"
+    try:
+        hub.push_folders(repo, folders, message)
+    except Exception as e:
+        raise TrainError(
+            f"the final push to {repo} failed ({type(e).__name__}: {e}). Nothing is lost: the adapter is in "
+            f"{adapter_dir} and the checkpoint in {newest}. Run the same command again to retry the push "
+            "(training resumes at the last step and does not repeat work)"
+        ) from e
+    log.info("pushed adapter and checkpoint (step %d) to %s", step, repo)
 
 
 def loss_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

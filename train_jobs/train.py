@@ -1,0 +1,64 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "transformers==5.17.0",
+#     "trl==1.15.0",
+#     "peft==0.21.2",
+#     "datasets>=4.8,<4.9",
+#     "huggingface_hub>=1.30,<2",
+#     "accelerate>=1.10",
+#     "bitsandbytes>=0.50,<0.51",
+#     "tensorboard>=2.18",
+#     "matplotlib>=3.9",
+#     "gguf>=0.17",
+#     "pyyaml>=6",
+# ]
+# ///
+"""Train a lorallama model from its Hub repo alone: the job entry point.
+
+`lorallama jobs run <slug>` uploads this script, the recipe and the lorallama wheel into the model repo under
+``job/``, then launches it as a Hugging Face Job. Re-run training from the repo alone (the model card shows the
+exact line):
+
+    hf jobs uv run --flavor t4-small --timeout 4h --secrets HF_TOKEN \\
+        --with "lorallama @ https://huggingface.co/<repo>/resolve/main/job/<wheel>" \\
+        https://huggingface.co/<repo>/resolve/main/train.py --repo <repo>
+
+The run resumes from the repo's last checkpoint when one exists and pushes a new one every save_steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", required=True, help="the model repo holding job/recipe.yaml")
+    parser.add_argument("--time-budget", help="stop cleanly with a checkpoint after this long, e.g. 3h50m")
+    parser.add_argument("--restart", action="store_true", help="ignore the repo's checkpoint and start over")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    import logging
+    from pathlib import Path
+
+    from huggingface_hub import snapshot_download
+
+    from lorallama import cli
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    bundle = Path(snapshot_download(args.repo, allow_patterns=["job/*", "job/**"])) / "job"
+    command = ["train", str(bundle / "recipe.yaml"), "--set", f"hub.model_repo={args.repo}"]
+    if args.time_budget:
+        command += ["--time-budget", args.time_budget]
+    if args.restart:
+        command.append("--restart")
+    return cli.main(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
