@@ -43,15 +43,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    import logging
     from pathlib import Path
 
     from huggingface_hub import snapshot_download
 
     from lorallama import cli
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    bundle = Path(snapshot_download(args.repo, allow_patterns=["job/*", "job/**"])) / "job"
+    bundle = Path(snapshot_download(args.repo, allow_patterns=["job/*", "job/**"], local_dir="bundle")) / "job"
     command = ["train", str(bundle / "recipe.yaml"), "--set", f"hub.model_repo={args.repo}"]
     if args.time_budget:
         command += ["--time-budget", args.time_budget]

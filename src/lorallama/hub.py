@@ -19,6 +19,7 @@ import yaml
 log = logging.getLogger("lorallama")
 
 CHECKPOINT_DIR = "last-checkpoint"  # where Trainer's hub_strategy="checkpoint" keeps the newest checkpoint
+RETRY_DELAY = 1.0  # seconds before the first retry; doubles each time
 T = TypeVar("T")
 
 
@@ -42,7 +43,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError)
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int = 5, delay: float = 1.0) -> T:
+def with_retries(fn: Callable[[], T], what: str, attempts: int = 5, delay: float | None = None) -> T:
     """Run ``fn``, retrying server errors and dropped connections with exponential backoff."""
     for attempt in range(1, attempts + 1):
         try:
@@ -50,7 +51,7 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 5, delay: float
         except Exception as e:
             if attempt == attempts or not _retryable(e):
                 raise
-            wait = delay * 2 ** (attempt - 1)
+            wait = (RETRY_DELAY if delay is None else delay) * 2 ** (attempt - 1)
             log.warning("%s failed (%s); retry %d/%d in %.0f s", what, type(e).__name__, attempt, attempts - 1, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
@@ -69,9 +70,7 @@ def read_file(repo_id: str, path: str, repo_type: str = "model") -> bytes | None
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        local = with_retries(
-            lambda: hf_hub_download(repo_id, path, repo_type=repo_type, force_download=True), f"reading {path}"
-        )
+        local = with_retries(lambda: hf_hub_download(repo_id, path, repo_type=repo_type), f"reading {path}")
     except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
         return None
     return Path(local).read_bytes()

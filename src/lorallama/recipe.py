@@ -256,7 +256,7 @@ class Recipe:
         """A relative local path in the recipe is relative to the recipe's folder."""
         if self.path is None or value.startswith(BUNDLED_PREFIX) or Path(value).is_absolute():
             return value
-        candidate = (self.path.parent / value).resolve()
+        candidate = Path(os.path.normpath(self.path.parent / value))  # no symlink following (Hub cache blobs)
         return str(candidate) if candidate.exists() or value.startswith(".") else value
 
 
@@ -309,7 +309,7 @@ def load_recipe(name: str, overrides: typing.Iterable[str] = ()) -> Recipe:
         recipe = build(Recipe, raw, "")
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
-    recipe.path = path.resolve()
+    recipe.path = path.absolute()  # not resolve(): Hub caches symlink files into a blobs folder
     return recipe
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
+from . import cards, models
 from . import data as data_mod
-from . import models
 from .recipe import Recipe
 
 log = logging.getLogger("lorallama")
@@ -77,6 +77,8 @@ def last_checkpoint(folder: Path) -> Path | None:
     done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
+
+FINISHED = "finished"  # resolve_resume's answer when there is nothing left to train
 
 # Keys whose change makes an old checkpoint meaningless for the new recipe (data order, shapes, base, schedule).
 SAFE_TO_CHANGE = {"save_steps", "save_total_limit", "logging_steps", "report_to", "gradient_checkpointing"}
@@ -128,6 +130,8 @@ def resolve_resume(
                     f"the unfinished run in {hub_repo} used a different recipe, so resuming it is unsafe: "
                     f"{'; '.join(conflicts)}. Restore those values, or pass --restart to start over"
                 )
+        if remote.finished and remote.checkpoint_step is not None:
+            return FINISHED, f"the run in {hub_repo} already finished at step {remote.checkpoint_step}"
         if remote.checkpoint_step is not None and remote.checkpoint_step > local_step:
             path = hub.download_checkpoint(hub_repo, output_dir / "hub")
             return str(path), f"Hub checkpoint {hub_repo}@{hub.CHECKPOINT_DIR} (step {remote.checkpoint_step})"
@@ -365,6 +369,13 @@ def train(
     if resume == "never" and (output_dir / CHECKPOINTS).exists():
         shutil.rmtree(output_dir / CHECKPOINTS)
     log.info("resume order: explicit --resume > Hub checkpoint > local checkpoint > fresh → %s", why)
+    done = _finished_locally(output_dir, checkpoint)
+    if checkpoint == FINISHED or done is not None:
+        # Trainer would run one more step when resumed at its last one; a finished run only needs its final push.
+        if done is not None and hub_repo:
+            _push_final(hub_repo, done.adapter_dir, output_dir, done.global_step, True)
+        log.info("nothing to train: %s", why if checkpoint == FINISHED else "the local run already finished")
+        return done or RunResult(output_dir, output_dir / ADAPTER, -1, True, why, [], None)
     if hub_repo:
         _stage_run_files(recipe, output_dir / CHECKPOINTS)
     started = time.time()
@@ -387,6 +398,20 @@ def train(
     result = RunResult(output_dir, adapter_dir, state.global_step, finished, checkpoint, history, ctx["backend"])
     result.interrupted_by = stop.signal
     return result
+
+
+def _finished_locally(output_dir: Path, checkpoint: str | None) -> RunResult | None:
+    """The finished run in ``output_dir`` when ``checkpoint`` is its last step."""
+    meta_file = output_dir / ADAPTER / "run.json"
+    if checkpoint in (None, FINISHED) or not meta_file.is_file():
+        return None
+    meta = json.loads(meta_file.read_text())
+    step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+    if not meta.get("finished") or meta.get("global_step") != step:
+        return None
+    history = json.loads((output_dir / ADAPTER / "loss.json").read_text())
+    backend = models.Backend(**meta["backend"])
+    return RunResult(output_dir, output_dir / ADAPTER, step, True, checkpoint, history, backend)
 
 
 def _stage_run_files(recipe: Recipe, folder: Path) -> None:
@@ -439,6 +464,7 @@ def _save_adapter(trainer, recipe, ctx, adapter_dir: Path, history, finished, re
         plot_loss(history, tmp / "loss.png", title=f"{recipe.slug}: training loss")
         meta = run_metadata(recipe, ctx, trainer.state, finished, resumed_from, seconds)
         (tmp / "run.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+        (tmp / "README.md").write_text(cards.model_card(recipe, meta), encoding="utf-8")
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         os.replace(tmp, adapter_dir)

@@ -1109,6 +1109,7 @@ class HubDouble:
         table = [
             ("GET", r"/api/whoami-v2", self.h_whoami),
             ("GET", r"/api/agent-harnesses", self.h_agent_harnesses),
+            ("HEAD GET", r"/api/telemetry/.*", self.h_telemetry),
             ("POST", r"/api/validate-yaml", self.h_validate_yaml),
             ("POST", r"/api/repos/create", self.h_create_repo),
             ("DELETE", r"/api/repos/delete", self.h_delete_repo),
@@ -1166,6 +1167,10 @@ class HubDouble:
     def h_agent_harnesses(self, req: Request) -> Response:
         # The client's telemetry registry (fetched unless HF_HUB_DISABLE_TELEMETRY): empty = no agent detected.
         return json_response({"standardEnvVars": [], "harnesses": {}})
+
+    def h_telemetry(self, req: Request) -> Response:
+        # Libraries (TRL, datasets) ping these without HF_HUB_DISABLE_TELEMETRY, as jobs do; the Hub answers 200.
+        return json_response({})
 
     def h_validate_yaml(self, req: Request) -> Response:
         body = req.json()
