@@ -12,6 +12,8 @@
 #     "matplotlib>=3.9",
 #     "gguf>=0.17",
 #     "pyyaml>=6",
+#     "unsloth==2026.10.9; sys_platform == 'linux'",
+#     "unsloth_zoo; sys_platform == 'linux'",
 # ]
 # ///
 """Train a lorallama model from its Hub repo alone: the job entry point.

@@ -12,6 +12,7 @@ checkpoint > fresh.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -145,6 +146,11 @@ def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_st
 
     t = recipe.trainer
     cuda = backend.device == "cuda"
+    packing = t.packing
+    if packing and backend.name != "unsloth" and importlib.util.find_spec("flash_attn") is None:
+        # Padding-free packing keeps documents apart only with varlen attention (Unsloth's, or flash-attn).
+        log.warning("packing needs Unsloth or flash-attn to keep packed conversations apart; training unpacked")
+        packing = False
     hub_repo = recipe.hub.model_repo if push else None
     return SFTConfig(
         output_dir=str(output_dir / CHECKPOINTS),
@@ -174,7 +180,7 @@ def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_st
         # TensorBoard gets its own callback (see tensorboard_callback) so its logs land in <output>/tb.
         report_to=[r for r in t.report_to if r not in ("none", "tensorboard")],
         max_length=t.max_length,
-        packing=t.packing,
+        packing=packing,
         # Masks come from our own tokenisation (data.py): TRL's flag is only for untokenised chat rows.
         assistant_only_loss=False,
         gradient_checkpointing=t.gradient_checkpointing and cuda,
@@ -233,8 +239,6 @@ def time_budget_callback(seconds: float):
 
 def fused_loss_available(model) -> bool:
     """TRL's fused LM-head loss is a Triton kernel: CUDA only."""
-    import importlib.util
-
     return importlib.util.find_spec("triton") is not None and next(model.parameters()).is_cuda
 
 
@@ -263,6 +267,8 @@ def build_trainer(
 ):
     """Everything up to ``trainer.train()``: backend, tokenizer, data, model, LoRA. Returns (trainer, context)."""
     backend = backend or models.choose_backend(recipe)
+    if backend.name == "unsloth":
+        import unsloth  # noqa: F401  (patches transformers, TRL and PEFT; it must load before they are used)
     log.info(
         "backend: %s on %s (%s), %s, optimizer %s",
         backend.name,

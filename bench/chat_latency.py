@@ -1,0 +1,148 @@
+"""Chat latency at batch 1: time to first token and decode speed, base vs unmerged LoRA vs merged.
+
+    python bench/chat_latency.py --device cuda       # Llama-3.2-1B shape, random weights, bf16
+    python bench/chat_latency.py --device cpu        # the bundled SmolLM2-135M-Instruct, fp32, this CPU
+
+A 1,000-token prompt, then 128 new tokens (min_new_tokens forces the full count). Each variant runs with the dynamic
+cache and the static cache; on CUDA also static cache + torch.compile (ZeroGPU forbids compilation, so the Spaces
+cannot use that one). Times are medians of --repeats runs. TTFT is generate(max_new_tokens=1); decode tokens/s is
+(N - 1) / (time for N tokens - TTFT). The GPU decode bound is memory bandwidth / bytes of weights read per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "L4": 0.3e12, "T4": 0.32e12}  # datasheet bytes/s
+
+
+def timed(fn, device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(model, prompt, device: str, new_tokens: int, repeats: int, cache: str) -> dict:
+    import torch
+
+    kwargs = {"do_sample": False, "pad_token_id": 0}
+    if cache == "static":
+        kwargs["cache_implementation"] = "static"
+
+    def gen(n):
+        with torch.inference_mode():
+            model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **kwargs)
+
+    gen(new_tokens)  # warm-up (and compilation)
+    gen(1)
+    ttft = statistics.median(timed(lambda: gen(1), device) for _ in range(repeats))
+    full = statistics.median(timed(lambda: gen(new_tokens), device) for _ in range(repeats))
+    return {"ttft_ms": round(ttft * 1000, 1), "decode_tokens_per_s": round((new_tokens - 1) / (full - ttft), 1)}
+
+
+def load_variants(device: str):
+    """(name, model) for base, base + unmerged LoRA, merged; plus the weight bytes read per decoded token."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    if device == "cuda":
+        from train_throughput import LLAMA_1B
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+
+        def make():
+            with torch.device("cuda"):  # built on the GPU directly (a 1B model on the CPU takes seconds)
+                return LlamaForCausalLM(LlamaConfig(**LLAMA_1B, bos_token_id=0, eos_token_id=4)).to(torch.bfloat16)
+
+        base = make()
+    else:
+        from lorallama import models
+
+        path = models.bundled_dir("smollm2-135m-instruct")
+        make = lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)  # noqa: E731
+        base = make()
+    base.eval()
+    weight_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    lora_cfg = LoraConfig(
+        r=16,
+        lora_alpha=16,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,  # non-zero B, as after training
+    )
+    unmerged = get_peft_model(make(), lora_cfg).eval()
+    merged = get_peft_model(make(), lora_cfg).merge_and_unload().eval()
+    return [("base", base), ("lora_unmerged", unmerged), ("merged", merged)], weight_bytes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--prompt-tokens", type=int, default=1000)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (the target machine has 2 cores)")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    import torch
+
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    variants, weight_bytes = load_variants(args.device)
+    vocab = variants[0][1].config.vocab_size
+    torch.manual_seed(1)
+    prompt = torch.randint(100, vocab - 100, (1, args.prompt_tokens), device=args.device)
+    card = (
+        torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({args.threads} threads of {os.cpu_count()})"
+    )
+    caches = ["dynamic", "static"]
+    rows = []
+    for name, model in variants:
+        for cache in caches + (["static+compile"] if args.device == "cuda" and not args.no_compile else []):
+            if cache == "static+compile":
+                model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
+            result = measure(model, prompt, args.device, args.new_tokens, args.repeats, cache.split("+")[0])
+            row = {"variant": name, "cache": cache, **result}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    report = {"date": time.strftime("%Y-%m-%d"), "card": card, "prompt_tokens": args.prompt_tokens, "rows": rows}
+    bw = next((v for k, v in BANDWIDTH.items() if k in card), None)
+    if bw:
+        report["decode_bound_tokens_per_s"] = round(bw / weight_bytes, 1)
+        report["weight_bytes"] = weight_bytes
+    by = {(r["variant"], r["cache"]): r for r in rows}
+    for cache in {r["cache"] for r in rows}:
+        if ("merged", cache) in by:
+            report[f"merged_over_base_{cache}"] = round(
+                by[("merged", cache)]["decode_tokens_per_s"] / by[("base", cache)]["decode_tokens_per_s"], 3
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = (
+        args.out
+        / f"chat_latency_{'cuda' if args.device == 'cuda' else 'cpu'}_{card.split(' (')[0].replace(' ', '_')}.json"
+    )
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
