@@ -81,7 +81,7 @@ def test_every_checkpoint_is_pushed_with_its_full_state(hub, tmp_path, tiny_chat
     assert yaml.safe_load(files["recipe.yaml"])["hub"]["model_repo"] == REPO
     assert files["loss.png"][:4] == b"\x89PNG"
     card = files["README.md"].decode()
-    assert "library_name: peft" in card  # base_model is omitted for a local base folder
+    assert "library_name: peft" in card and "base_model:" not in card  # a local base has no Hub id
     rerun = next(line for line in card.splitlines() if line.startswith("hf jobs uv run"))
     assert f"{REPO}/resolve/main/train.py --repo {REPO}" in rerun and "--secrets HF_TOKEN" in rerun
     assert "job/lorallama-" in rerun and hub.token not in card

@@ -216,3 +216,19 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path, tiny_chatml):
     assert result.global_step == 1 and not result.finished
     assert train.last_checkpoint(tmp_path / "out" / "checkpoints").name == "checkpoint-1"
     assert json.loads((result.adapter_dir / "run.json").read_text())["finished"] is False
+
+
+def test_gpus_n_runs_data_parallel_workers(tmp_path, tiny_chatml):
+    """--gpus 2 relaunches under accelerate (DDP); here on two CPU workers, as CI has no GPU."""
+    import subprocess
+    import sys
+
+    recipe = write_recipe(tmp_path, tiny_chatml)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lorallama.cli", "train", str(recipe), "--gpus", "2", "--backend", "cpu"]
+    proc = subprocess.run([*cmd, "--max-steps", "3", "--output", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "adapter" / "run.json").read_text())
+    assert (meta["world_size"], meta["global_step"], meta["finished"]) == (2, 3, True)
+    # Each step saw a batch per worker: twice the examples of a one-worker step.
+    assert meta["recipe"]["trainer"]["per_device_train_batch_size"] == 2

@@ -20,6 +20,7 @@ import platform
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -53,6 +54,30 @@ class RunResult:
     loss_history: list[dict[str, Any]]
     backend: models.Backend
     interrupted_by: int | None = None
+
+
+def launch_distributed(argv: list[str], processes: int, backend: str | None) -> int:
+    """Re-run ``lorallama <argv>`` as ``processes`` DDP workers under ``accelerate launch`` (transformers+PEFT)."""
+    import torch
+
+    cpu = backend == "cpu"
+    if not cpu and torch.cuda.device_count() < processes:
+        raise TrainError(
+            f"--gpus {processes} needs {processes} CUDA GPUs and {torch.cuda.device_count()} are visible: "
+            "lower --gpus, or add --backend cpu to run that many CPU processes"
+        )
+    if backend == "unsloth":
+        raise TrainError(
+            "--gpus runs the transformers+PEFT backend (Unsloth trains on one GPU): drop --backend unsloth"
+        )
+    if cpu:  # accelerate launches CPU workers only through MPI; torchrun starts gloo workers the Trainer joins
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+    command += ["-m", "lorallama.cli", *argv]
+    env = {**os.environ, "LORALLAMA_BACKEND": "cpu" if cpu else "transformers"}
+    log.info("launching %d %s workers: %s", processes, "CPU" if cpu else "GPU", " ".join(command))
+    return subprocess.run(command, env=env).returncode
 
 
 def default_output(recipe: Recipe) -> Path:
@@ -398,9 +423,10 @@ def train(
     finished = state.max_steps > 0 and state.global_step >= state.max_steps
     adapter_dir = output_dir / ADAPTER
     history = loss_history(state.log_history)
-    _save_adapter(trainer, recipe, ctx, adapter_dir, history, finished, checkpoint, time.time() - started)
-    if hub_repo:
-        _push_final(hub_repo, adapter_dir, output_dir, state.global_step, finished)
+    if trainer.is_world_process_zero():  # under DDP, one worker writes and pushes
+        _save_adapter(trainer, recipe, ctx, adapter_dir, history, finished, checkpoint, time.time() - started)
+        if hub_repo:
+            _push_final(hub_repo, adapter_dir, output_dir, state.global_step, finished)
     result = RunResult(output_dir, adapter_dir, state.global_step, finished, checkpoint, history, ctx["backend"])
     result.interrupted_by = stop.signal
     return result
@@ -469,8 +495,9 @@ def _save_adapter(trainer, recipe, ctx, adapter_dir: Path, history, finished, re
         (tmp / "loss.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
         plot_loss(history, tmp / "loss.png", title=f"{recipe.slug}: training loss")
         meta = run_metadata(recipe, ctx, trainer.state, finished, resumed_from, seconds)
+        meta["world_size"] = trainer.args.world_size  # data-parallel workers (--gpus)
         (tmp / "run.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
-        (tmp / "README.md").write_text(cards.model_card(recipe, meta), encoding="utf-8")
+        (tmp / "README.md").write_text(cards.model_card(recipe, meta, folder=tmp), encoding="utf-8")
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         os.replace(tmp, adapter_dir)
