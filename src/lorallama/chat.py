@@ -1,7 +1,19 @@
-"""Inference: a base model plus a trained adapter, streaming answers that stop at the end-of-turn token.
+"""Inference: a base model plus trained adapters, streaming answers that stop at the end-of-turn token.
 
 lorallama chat demo --prompt "What is the tallest mountain in the world ?"
 lorallama chat runs/demo/adapter --prompt "Hi" --temperature 0.7
+lorallama chat --ui demo                      # the model's chat Space, served locally
+
+What a chat front end needs on top of ``generate``:
+
+- ``load_model(base, adapters)``: a base (Hub id, folder, ``bundled:…``) with adapters (Hub repo ids or folders)
+  merged in at load, which makes every generated token cheaper than running the LoRA matrices beside the base.
+- ``encode_prompt``: the chat template rendered and tokenized so that only the template's own special tokens are
+  special. A user who types ``<|im_end|>`` or ``<|eot_id|>`` gets those characters as text, never a control token.
+- ``fit_prompt``: the conversation cut to the context window (system prompt and newest turns kept, whole older
+  turns dropped, and a notice that says so); a message that cannot fit is refused with a message for the user.
+- ``Sampling``: generation parameters clamped to safe ranges.
+- ``stream_ids``: tokens streamed as text, stopped at the end-of-turn token or as soon as the reader stops reading.
 """
 
 from __future__ import annotations
@@ -9,10 +21,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import re
+import secrets
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -22,48 +38,76 @@ from .recipe import RecipeError, find_recipe, load_recipe
 log = logging.getLogger("lorallama")
 
 MAX_NEW_TOKENS_CAP = 2048
+DEFAULT_CONTEXT_TOKENS = 4096  # an upper bound on the prompt + answer, whatever the model's window
+DEFAULT_MAX_MESSAGE_CHARS = 16_000  # longer messages are refused before they are tokenized
+MAX_HISTORY_MESSAGES = 200  # older messages are dropped without being looked at
+
+
+class InputError(ValueError):
+    """A message the model cannot take (empty, too long); the text is written for the person who sent it."""
 
 
 @dataclass
 class ChatModel:
-    model: object  # a PeftModel when an adapter is loaded
+    model: object  # a PeftModel when an adapter is loaded unmerged
     tokenizer: object
     base: str
     adapter: str | None
+    merged: list[str] = field(default_factory=list)
+    """Adapters folded into the weights at load, oldest first (``adapter`` is the last one when merged)."""
 
     @contextlib.contextmanager
     def base_only(self):
         """Answer with the adapter switched off (base vs tuned from one copy of the weights)."""
-        if self.adapter is None:
+        if self.adapter is None or not hasattr(self.model, "disable_adapter"):
             yield
             return
         with self.model.disable_adapter():
             yield
 
+    @property
+    def context_window(self) -> int:
+        """The longest sequence (prompt + answer) the model was built for."""
+        config = getattr(self.model, "config", None)
+        window = getattr(config, "max_position_embeddings", None)
+        return int(window) if window else DEFAULT_CONTEXT_TOKENS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding and loading a model
+
 
 def locate(target: str) -> tuple[str, str | None]:
     """``target`` → (base, adapter). A recipe slug, an adapter folder, or a bare base (no adapter)."""
+    base, parents, adapter = locate_chain(target)
+    if parents:
+        raise models.ModelError(
+            f"{target} trains on top of another adapter ({', '.join(parents)}): use locate_chain() or load_chat_model()"
+        )
+    return base, adapter
+
+
+def locate_chain(target: str) -> tuple[str, list[str], str | None]:
+    """``target`` → (base, adapters merged into the base first, the model's own adapter).
+
+    ``marx`` → (Llama-3.2-1B-Instruct, [the finetome adapter], the marx adapter).
+    """
     path = Path(target)
     if path.is_dir() and (path / "config.json").is_file():
-        return target, None  # a plain model folder
+        return target, [], None  # a plain model folder
     if path.is_dir() and (path / "adapter_config.json").is_file():
-        return _base_of_adapter(path), str(path)
+        return _base_of_adapter(path), [], str(path)
     if path.is_dir() and (path / "adapter" / "adapter_config.json").is_file():
-        return _base_of_adapter(path / "adapter"), str(path / "adapter")
+        return _base_of_adapter(path / "adapter"), [], str(path / "adapter")
     try:
         find_recipe(target)
     except RecipeError:
         if target.startswith(models.BUNDLED_PREFIX) or target.count("/") == 1:
-            return target, None
+            return target, [], None
         raise
     recipe = load_recipe(target)
     chain = models.base_chain(recipe)
-    adapter = models.trained_adapter(recipe)
-    if chain.adapters:
-        raise models.ModelError(
-            f"{recipe.slug} trains on top of another adapter; chat with its merged model is not supported here yet"
-        )
-    return chain.base, adapter
+    return chain.base, list(chain.adapters), models.trained_adapter(recipe)
 
 
 def _base_of_adapter(folder: Path) -> str:
@@ -76,29 +120,331 @@ def _base_of_adapter(folder: Path) -> str:
 
 def load_chat_model(target: str, merge: bool = False) -> ChatModel:
     """Load base + adapter for generation (``merge=True`` folds the adapter in: faster, but no base-only view)."""
+    base, parents, adapter = locate_chain(target)
+    return load_model(base, [*parents, *([adapter] if adapter else [])], merge=merge)
+
+
+def load_model(base: str, adapters: Sequence[str] = (), merge: bool = True) -> ChatModel:
+    """A base with ``adapters`` (Hub repo ids or folders, oldest first) applied, ready to generate.
+
+    Every adapter but the last is always merged (each was trained on the base with the ones before it merged in).
+    The last is merged too unless ``merge=False``, which keeps ``base_only()`` available at some cost per token.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
-    base, adapter = locate(target)
     tokenizer = models.load_tokenizer(base)
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(models.resolve_base(base), dtype=dtype)
-    if adapter is not None:
+    cuda = torch.cuda.is_available()
+    dtype = _cuda_dtype(torch) if cuda else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(models.resolve_base(base), dtype=dtype)
+    except OSError as e:
+        raise models.ModelError(f"cannot load base model {base!r}: {e}") from e
+    merged: list[str] = []
+    kept: str | None = None
+    for i, adapter in enumerate(adapters):
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
-        if merge:
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (OSError, ValueError) as e:
+            raise models.ModelError(
+                f"cannot load adapter {adapter!r}: {e}: name a Hub model repo holding adapter_config.json or a "
+                "folder with one (a training run's adapter/ folder)"
+            ) from e
+        if merge or i < len(adapters) - 1:
             model = model.merge_and_unload()
-            adapter_loaded = None
+            merged.append(adapter)
         else:
-            adapter_loaded = adapter
-    else:
-        adapter_loaded = None
-    if torch.cuda.is_available():
+            kept = adapter
+    if cuda:
         model = model.to("cuda")
     model.eval()
     models.configure_generation(model, tokenizer)
-    return ChatModel(model, tokenizer, base, adapter_loaded if not merge else adapter)
+    log.info("loaded %s%s", base, "".join(f" + {a}" for a in adapters))
+    return ChatModel(model, tokenizer, base, kept or (merged[-1] if merged else None), merged)
+
+
+def _cuda_dtype(torch):
+    """bfloat16 where the GPU has it (not on a T4), else float16."""
+    try:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    except Exception:  # ZeroGPU answers for a GPU it attaches later: its GPUs all do bfloat16
+        return torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Messages from a chat front end
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, Gradio 6 / OpenAI content blocks, or a ``{"text": …}`` dict."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        if content.get("type", "text") == "text" and isinstance(content.get("text"), str):
+            return content["text"]
+        if isinstance(content.get("content"), str | list):
+            return text_of(content["content"])
+        return ""
+    if isinstance(content, list | tuple):
+        return "".join(text_of(block) for block in content if isinstance(block, str | dict))
+    return ""  # files, images, components: not text
+
+
+# A note the chat front end puts at the start of an answer when older turns were left out. It is for the person
+# reading, so it is taken out again before the conversation goes back to the model.
+NOTICE_RE = re.compile(r"\A\*\[[^\]\n]*(?:left out|cut)[^\]\n]*\]\*\n\n")
+
+
+def drop_notice(text: str) -> str:
+    return NOTICE_RE.sub("", text, count=1)
+
+
+def history_messages(history: Iterable[Any], max_chars: int = DEFAULT_MAX_MESSAGE_CHARS) -> list[dict[str, str]]:
+    """A Gradio history → ``[{role, content}]`` for the model.
+
+    Notes and non-text messages are left out; so is a user message that never got an answer (a refused or failed
+    turn), which also keeps the turns alternating. Every message is cut to ``max_chars`` characters.
+    """
+    out: list[dict[str, str]] = []
+    for message in list(history)[-MAX_HISTORY_MESSAGES:]:
+        if isinstance(message, dict):
+            role, content, metadata = message.get("role"), message.get("content"), message.get("metadata")
+        else:  # gr.ChatMessage or anything shaped like it
+            role, content, metadata = (getattr(message, k, None) for k in ("role", "content", "metadata"))
+        if role not in ("user", "assistant") or (metadata and metadata.get("title")):
+            continue
+        text = text_of(content).strip()
+        if role == "assistant":
+            text = drop_notice(text).strip()
+        if not text:
+            continue
+        text = text[:max_chars]
+        if out and out[-1]["role"] == role:
+            if role == "user":
+                out[-1] = {"role": role, "content": text}  # the earlier one was never answered
+            else:
+                out[-1] = {"role": role, "content": out[-1]["content"] + "\n\n" + text}
+            continue
+        if role == "assistant" and not out:
+            continue  # an answer to nothing we kept
+        out.append({"role": role, "content": text})
+    if out and out[-1]["role"] == "user":
+        out.pop()  # unanswered
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompt encoding: only the template's own special tokens are special
+
+
+def encode_prompt(tokenizer, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of the chat template applied to ``messages``, with message text never read as special tokens.
+
+    ``apply_chat_template`` renders a string and tokenizes it whole, so ``<|im_end|>`` typed by a user becomes the
+    real end-of-turn token. Here each message's text is replaced by an unguessable placeholder, the template is
+    rendered and cut at the placeholders, the template's pieces are tokenized with special tokens and the text with
+    ``split_special_tokens=True``. For ordinary text the ids are those of ``apply_chat_template``.
+    """
+    nonce = secrets.token_hex(8)
+    holders = [{"role": m["role"], "content": f"\ue000{nonce}:{i}\ue001"} for i, m in enumerate(messages)]
+    rendered = tokenizer.apply_chat_template(holders, tokenize=False, add_generation_prompt=add_generation_prompt)
+    parts = re.split(f"\ue000{nonce}:(\\d+)\ue001", rendered)
+    found = [int(p) for p in parts[1::2]]
+    if sorted(found) != list(range(len(messages))):
+        # The template changes message text (it does more than insert it): neutralise special-token strings in the
+        # text instead, so they still cannot act as control tokens.
+        safe = [{"role": m["role"], "content": _defuse(tokenizer, m["content"])} for m in messages]
+        text = tokenizer.apply_chat_template(safe, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids: list[int] = []
+    for j, part in enumerate(parts):
+        if j % 2 == 0:
+            if part:
+                ids += tokenizer(part, add_special_tokens=False)["input_ids"]
+        else:
+            text = messages[int(part)]["content"]
+            if text:
+                ids += tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return ids
+
+
+def _defuse(tokenizer, text: str) -> str:
+    for token in getattr(tokenizer, "all_special_tokens", []) + list(getattr(tokenizer, "added_tokens_encoder", {})):
+        if len(token) > 1 and token in text:
+            text = text.replace(token, token[0] + "\u200b" + token[1:])
+    return text
+
+
+@dataclass
+class Prompt:
+    input_ids: list[int]
+    dropped: int
+    """Messages of the conversation left out to fit the window (oldest first)."""
+    window: int
+
+    @property
+    def notice(self) -> str | None:
+        """What to tell the reader when turns were left out (``None`` when nothing was)."""
+        if not self.dropped:
+            return None
+        s = "" if self.dropped == 1 else "s"
+        return (
+            f"*[{self.dropped} earlier message{s} left out to fit the model's {self.window}-token context window]*\n\n"
+        )
+
+
+def fit_prompt(
+    tokenizer,
+    messages: Sequence[dict[str, str]],
+    *,
+    window: int,
+    max_new_tokens: int,
+) -> Prompt:
+    """Encode ``messages`` (optional system prompt, alternating turns, ending with the user) to fit ``window``.
+
+    The system prompt and the newest turns are kept; whole turns are dropped from the oldest end, so a kept
+    conversation always starts with a user message. ``InputError`` when the newest message cannot fit at all.
+    """
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = list(messages[len(system) :])
+    if not turns or turns[-1]["role"] != "user":
+        raise InputError("There is no message to answer.")
+    budget = window - max_new_tokens
+    starts = [i for i, m in enumerate(turns) if m["role"] == "user"]
+
+    def encoded(start: int) -> list[int]:
+        return encode_prompt(tokenizer, system + turns[start:])
+
+    newest = encoded(starts[-1])
+    if len(newest) > budget:
+        alone = len(encode_prompt(tokenizer, system + [{"role": "user", "content": ""}]))
+        room = max(budget - alone, 0)
+        if system and alone > budget // 2:
+            raise InputError(
+                f"The system prompt alone takes {alone} tokens of the {window}-token context window; shorten it."
+            )
+        raise InputError(
+            f"Your message is about {len(newest) - alone} tokens long; with room for a {max_new_tokens}-token answer "
+            f"this model's {window}-token context window leaves {room}. Shorten the message (or ask for a shorter "
+            "answer) and send it again."
+        )
+    # The fewest dropped turns that fit: more turns never take fewer tokens, so search the user-message starts.
+    lo, hi = 0, len(starts) - 1
+    best, best_ids = starts[-1], newest
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        ids = encoded(starts[mid]) if mid != len(starts) - 1 else newest
+        if len(ids) <= budget:
+            best, best_ids, hi = starts[mid], ids, mid - 1
+        else:
+            lo = mid + 1
+    return Prompt(best_ids, best, window)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling parameters, with caps
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    """0 = greedy (deterministic)."""
+    top_p: float = 1.0
+    top_k: int = 50
+    """Sample from the k likeliest tokens only; 0 = no cut."""
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    """Fixes sampling for repeatable answers; ``None`` (or 0 from a form) = a fresh draw each time."""
+
+    def clamped(self, max_new_tokens_cap: int = MAX_NEW_TOKENS_CAP) -> Sampling:
+        """The same parameters forced into safe ranges (any junk becomes the default)."""
+        seed = _number(self.seed, 0) if self.seed is not None else 0
+        return replace(
+            self,
+            max_new_tokens=int(min(max(_number(self.max_new_tokens, 256), 1), max(1, max_new_tokens_cap))),
+            temperature=min(max(_number(self.temperature, 0.0), 0.0), 2.0),
+            top_p=min(max(_number(self.top_p, 1.0), 0.01), 1.0),
+            top_k=int(min(max(_number(self.top_k, 50), 0), 1000)),
+            repetition_penalty=min(max(_number(self.repetition_penalty, 1.0), 1.0), 2.0),
+            seed=int(seed) % 2**31 if seed >= 1 else None,
+        )
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        if self.temperature > 0:
+            kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:
+            kwargs["do_sample"] = False
+        return kwargs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streaming generation
+
+
+def stream_ids(
+    cm: ChatModel,
+    input_ids: list[int],
+    sampling: Sampling,
+    stop: threading.Event | None = None,
+) -> Iterator[str]:
+    """Yield the answer's text piece by piece; stops at the end-of-turn token, at ``stop``, or when not read on."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    stop = stop or threading.Event()
+
+    class StopWhenAsked(StoppingCriteria):
+        def __call__(self, ids, scores, **kwargs):
+            return torch.full((ids.shape[0],), stop.is_set(), dtype=torch.bool, device=ids.device)
+
+    device = getattr(cm.model, "device", "cpu")
+    ids = torch.tensor([input_ids], dtype=torch.long, device=device)
+    streamer = TextIteratorStreamer(cm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                cm.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
+                    **sampling.generate_kwargs(),
+                )
+        except BaseException as e:  # surfaced to the caller below instead of dying in the thread
+            errors.append(e)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True, name="lorallama-generate")
+    thread.start()
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+    finally:
+        stop.set()  # the reader stopped (Stop button, closed tab) or the answer ended: free the model either way
+        thread.join(timeout=120)
+    if errors:
+        raise errors[0]
 
 
 def stream_chat(
@@ -109,39 +455,13 @@ def stream_chat(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[str]:
     """Yield the answer's text piece by piece as it is generated."""
-    import torch
-    from transformers import TextIteratorStreamer
-
-    max_new_tokens = max(1, min(int(max_new_tokens), MAX_NEW_TOKENS_CAP))
-    inputs = cm.tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(cm.model.device)
-    streamer = TextIteratorStreamer(cm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    )
-    if seed is not None:
-        torch.manual_seed(seed)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with torch.inference_mode():
-                cm.model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens, **sampling)
-        except BaseException as e:  # surfaced to the caller below instead of dying in the thread
-            errors.append(e)
-            streamer.end()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    for piece in streamer:
-        if piece:
-            yield piece
-    thread.join()
-    if errors:
-        raise errors[0]
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed).clamped()
+    if seed is not None and sampling.seed is None:
+        sampling.seed = int(seed) % 2**31  # seed=0 is a seed here, as it was
+    yield from stream_ids(cm, encode_prompt(cm.tokenizer, messages), sampling, stop)
 
 
 def answer(cm: ChatModel, prompt: str, **kwargs) -> str:

@@ -4,13 +4,16 @@ lorallama demo                                   # fine-tune the bundled SmolLM2
 lorallama train demo --max-steps 20              # train a recipe (slug or YAML path)
 lorallama train finetome --set trainer.learning_rate=1e-4 --output runs/ft
 lorallama chat demo --prompt "What is the tallest mountain in the world ?"
+lorallama chat --ui demo                         # the model's chat Space, served locally
 lorallama data inspect finetome                  # validation report + token-length histogram
+lorallama data from-feedback you/feedback        # liked / corrected Space conversations → ShareGPT JSONL
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +26,8 @@ COMPARISON_PROMPTS = (
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from . import cards, export, publish, sync  # light: argparse wiring only, no torch
+
     parser = argparse.ArgumentParser(
         prog="lorallama",
         description="Fine-tune small Llama models with LoRA and chat with them. Recipes live in train_jobs/<slug>.yaml.",
@@ -55,11 +60,17 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train locally only, even when the recipe names hub.model_repo (default: push checkpoints there)",
     )
+    p.add_argument(
+        "--gpus", type=int, default=1, help="data-parallel workers (DDP via accelerate launch, transformers+PEFT)"
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("chat", help="stream an answer from base + adapter")
+    p = sub.add_parser("chat", help="stream an answer from base + adapter, or serve the model's chat Space (--ui)")
     p.add_argument("target", help="recipe slug, adapter folder, or a base (bundled:smollm2-135m-instruct, Hub id)")
-    p.add_argument("--prompt", required=True, help="the user message")
+    p.add_argument("--prompt", help="the user message (required without --ui)")
+    p.add_argument("--ui", action="store_true", help="serve the model's chat Space locally and print its URL")
+    p.add_argument("--host", default="127.0.0.1", help="with --ui: address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="with --ui: port (default: the first free one from 7860)")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -75,6 +86,14 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--strict", action="store_true", help="stop at the first bad row")
     q.add_argument("--png", type=Path, help="where to write the histogram (default runs/<slug>/token_lengths.png)")
     q.set_defaults(func=cmd_data_inspect)
+    q = dsub.add_parser(
+        "from-feedback",
+        help="turn a Space's feedback dataset into ShareGPT training data (liked + disliked-and-corrected answers)",
+    )
+    q.add_argument("dataset", help="the Hub dataset LORALLAMA_FEEDBACK_DATASET names, or a local .jsonl file/folder")
+    q.add_argument("--output", type=Path, help="JSONL to write (default runs/feedback/<dataset name>.jsonl)")
+    q.set_defaults(func=cmd_data_from_feedback)
+    publish.add_data_commands(dsub)
 
     p = sub.add_parser("jobs", help="train as Hugging Face Jobs that push checkpoints and resume from the Hub")
     jsub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
@@ -103,7 +122,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=Path("runs/demo"))
     p.add_argument("--time-budget", default="4m30s", help="training time limit (default 4m30s)")
     p.add_argument("--restart", action="store_true", help="train again even if a finished run exists")
+    p.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="end by serving the demo chat Space locally (default: when run from a terminal)",
+    )
     p.set_defaults(func=cmd_demo)
+
+    for module in (sync, cards, export):  # their commands live beside their code
+        module.add_commands(sub)
     return parser
 
 
@@ -112,6 +140,8 @@ def cmd_train(args) -> int:
     from .recipe import load_recipe, parse_duration
 
     recipe = load_recipe(args.recipe, args.set)
+    if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
+        return train.launch_distributed(_argv_without_gpus(args.argv), args.gpus, args.backend)
     resume = "never" if args.restart else (args.resume or "auto")
     budget = parse_duration(args.time_budget) if args.time_budget else None
     result = train.train(
@@ -131,6 +161,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _argv_without_gpus(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            out.append(arg)
+    return out
+
+
 def _backend(recipe, name):
     from . import models
 
@@ -140,6 +182,15 @@ def _backend(recipe, name):
 def cmd_chat(args) -> int:
     from . import chat
 
+    if args.ui:
+        from . import space
+
+        config = space.ChatConfig.from_target(args.target)
+        space.serve(space.build_chat_app(config), host=args.host, port=args.port)
+        return 0
+    if not args.prompt:
+        print('lorallama: error: give --prompt "…" to get one answer, or --ui to chat in the browser', file=sys.stderr)
+        return 2
     cm = chat.load_chat_model(args.target)
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}
@@ -179,6 +230,17 @@ def cmd_data_inspect(args) -> int:
     print("token lengths:")
     print(data.length_histogram(lengths, png, title=f"{recipe.slug}: tokens per training example"))
     print(f"\nhistogram written to {png}")
+    return 0
+
+
+def cmd_data_from_feedback(args) -> int:
+    from . import feedback
+
+    name = Path(args.dataset.rstrip("/")).name.removesuffix(".jsonl") or "feedback"
+    output = args.output or Path("runs") / "feedback" / f"{name}.jsonl"
+    conversion = feedback.from_feedback(args.dataset, output)
+    print(conversion.summary())
+    print(f"written to {output}; train on it with: lorallama train <recipe> --set data.source={output}")
     return 0
 
 
@@ -252,6 +314,14 @@ def cmd_demo(args) -> int:
         tuned = chat.answer(cm, prompt, max_new_tokens=60)
         print(f"\n### {prompt}\n  base : {_one_line(base)}\n  tuned: {_one_line(tuned)}")
     print(f"\nloss curve: {result.adapter_dir / 'loss.png'}\nadapter:    {result.adapter_dir}")
+    serve = sys.stdin.isatty() and sys.stdout.isatty() if args.serve is None else args.serve
+    if serve:
+        from . import space
+
+        print("\nthe demo chat Space (bundled model + this adapter):")
+        space.serve_demo(result.adapter_dir, model=cm)
+    else:
+        print(f"\nchat with it in the browser: lorallama chat --ui {result.adapter_dir}")
     return 0
 
 
@@ -261,10 +331,12 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     # Our own progress at INFO; libraries (httpx logs every request at INFO) only when they warn.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("lorallama").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from .data import DataError
+    from .feedback import FeedbackError
     from .hub import HubError
     from .jobs import JobError
     from .models import ModelError
@@ -273,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (RecipeError, DataError, ModelError, TrainError, JobError, HubError) as e:
+    except (RecipeError, DataError, ModelError, TrainError, JobError, HubError, FeedbackError) as e:
         print(f"lorallama: error: {e}", file=sys.stderr)
         return 2
 
