@@ -12,6 +12,7 @@ lorallama data from-feedback you/feedback        # liked / corrected Space conve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -195,7 +196,7 @@ def cmd_chat(args) -> int:
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": args.prompt}
     ]
-    ctx = cm.base_only() if args.base_only else _nullcontext()
+    ctx = cm.base_only() if args.base_only else contextlib.nullcontext()
     with ctx:
         for piece in chat.stream_chat(
             cm, messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
@@ -204,12 +205,6 @@ def cmd_chat(args) -> int:
             sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def cmd_data_inspect(args) -> int:

@@ -288,7 +288,7 @@ def validate_chat(rows: list[RawRow], spec: DataSpec | ReplaySpec, report: DataR
                 reason = "duplicate"
             seen.add(key)
         if reason is not None:
-            _bad(report, row.index, reason, strict, spec)
+            _bad(report, row.index, reason, strict)
             continue
         kept.append({"index": row.index, "messages": messages, "row": row.value})
     if rows and not kept and report.dropped.get("missing_field") == len(rows):
@@ -300,7 +300,7 @@ def validate_chat(rows: list[RawRow], spec: DataSpec | ReplaySpec, report: DataR
     return kept
 
 
-def _bad(report: DataReport, index: int, reason: str, strict: bool, spec) -> None:
+def _bad(report: DataReport, index: int, reason: str, strict: bool) -> None:
     if strict:
         raise DataError(
             f"{report.source}: row {index} is bad: {reason} ({REASONS[reason]}); fix it or unset data.strict"
@@ -406,10 +406,10 @@ def _prepare_chat(rows, spec: DataSpec, tokenizer, template, max_len, report, st
     for item in _progress(kept, "tokenising"):
         tokens = tokenize_chat(item["messages"], tokenizer, template)
         if len(tokens["input_ids"]) > max_len:
-            _bad(report, item["index"], "too_long", strict, spec)
+            _bad(report, item["index"], "too_long", strict)
             continue
         if not any(tokens["assistant_masks"]):
-            _bad(report, item["index"], "no_assistant_turn", strict, spec)
+            _bad(report, item["index"], "no_assistant_turn", strict)
             continue
         report.token_lengths.append(len(tokens["input_ids"]))
         examples.append(tokens)
@@ -421,7 +421,7 @@ def _prepare_text(rows, spec: DataSpec, tokenizer, max_len, report, strict) -> l
     docs = []
     for row in rows:
         if row.error:
-            _bad(report, row.index, row.error, strict, spec)
+            _bad(report, row.index, row.error, strict)
             continue
         if not isinstance(row.value, dict) or spec.text_field not in row.value:
             columns = sorted(row.value) if isinstance(row.value, dict) else type(row.value).__name__
@@ -431,11 +431,11 @@ def _prepare_text(rows, spec: DataSpec, tokenizer, max_len, report, strict) -> l
             )
         text = row.value[spec.text_field]
         if not isinstance(text, str):
-            _bad(report, row.index, "non_string_content", strict, spec)
+            _bad(report, row.index, "non_string_content", strict)
             continue
         text = clean_text(text, spec.trim)
         if not text:
-            _bad(report, row.index, "empty_text", strict, spec)
+            _bad(report, row.index, "empty_text", strict)
             continue
         docs.append(text)
     if spec.max_rows is not None and len(docs) > spec.max_rows:

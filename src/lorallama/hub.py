@@ -107,22 +107,15 @@ def download_checkpoint(repo_id: str, dest: Path) -> Path:
     return dest / CHECKPOINT_DIR
 
 
-def push_folders(repo_id: str, folders: dict[str, Path], message: str, attempts: int = 5) -> str:
+def push_folders(repo_id: str, folders: dict[str, Path], message: str) -> str:
     """Upload local folders (path in repo → folder) as one commit; returns the commit id."""
-    from huggingface_hub import CommitOperationAdd
-
-    operations = [
-        CommitOperationAdd(path_in_repo=f"{prefix}/{f.relative_to(folder)}".lstrip("/"), path_or_fileobj=str(f))
+    files: dict[str, Path | bytes] = {
+        f"{prefix}/{f.relative_to(folder)}".lstrip("/"): f
         for prefix, folder in folders.items()
         for f in sorted(folder.rglob("*"))
         if f.is_file() and not f.name.startswith(".")
-    ]
-    info = with_retries(
-        lambda: api().create_commit(repo_id, operations=operations, commit_message=message),
-        f"pushing to {repo_id}",
-        attempts=attempts,
-    )
-    return info.oid
+    }
+    return upload_files(repo_id, files, message)
 
 
 def upload_files(repo_id: str, files: dict[str, Path | bytes], message: str, repo_type: str = "model") -> str:
