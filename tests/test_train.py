@@ -230,5 +230,7 @@ def test_gpus_n_runs_data_parallel_workers(tmp_path, tiny_chatml):
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((out / "adapter" / "run.json").read_text())
     assert (meta["world_size"], meta["global_step"], meta["finished"]) == (2, 3, True)
-    # Each step saw a batch per worker: twice the examples of a one-worker step.
-    assert meta["recipe"]["trainer"]["per_device_train_batch_size"] == 2
+    # Each worker takes its own 2 × 2 examples a step: 8 rows a step in all, so 3 steps cover 3 epochs of the
+    # 8 rows (one worker alone would be at 1.5).
+    history = json.loads((out / "adapter" / "loss.json").read_text())
+    assert history[-1]["step"] == 3 and history[-1]["epoch"] == pytest.approx(3.0)
