@@ -3,6 +3,14 @@
     python bench/train_throughput.py                      # every configuration, one subprocess each, on this GPU
     python bench/train_throughput.py --configs a,d --steps 30
     python bench/train_throughput.py --smoke              # a tiny shape on CPU: checks the harness itself
+    python bench/train_throughput.py --configs c,c@8 --gpus 1,2   # DDP scaling: each config on 1 and on 2 GPUs
+    python bench/train_throughput.py --configs a,d+profile,q,u,v,d+nogc
+
+A configuration is NAME[@BATCH][+MOD...]: @BATCH sets the per-device batch; +nogc turns gradient checkpointing
+off; +rebalance builds unpacked batches with trainer.train_sampling_strategy=batch_rebalance; +profile also
+writes the step's top CUDA kernels to profile_<config>.txt next to the JSON. --gpus N runs a
+configuration as N data-parallel workers under `accelerate launch` (the path `lorallama train --gpus N` takes);
+useful tokens/s is then the sum over the workers, and each worker gets the batch (weak scaling).
 
 The model has random weights in the Llama-3.2-1B shape (vocab 128256, hidden 2048, 16 layers, 32/8 heads, MLP
 8192, tied embeddings). The data are synthetic conversations whose token lengths follow a FineTome-like
@@ -58,8 +66,13 @@ CONFIGS = {
     "a": ("unsloth", True, 2, 4, False, "Unsloth notebook: 4-bit, batch 2 × 4, no packing"),
     "b": ("transformers", True, 2, 4, False, "HF+PEFT 4-bit, batch 2 × 4"),
     "c": ("transformers", False, 2, 4, False, "HF+PEFT bf16, batch 2 × 4"),
-    "d": ("unsloth", True, 8, 1, True, "ours: Unsloth 4-bit + packing (padding-free), batch 8 × 1"),
+    "d": ("unsloth", False, 16, 1, True, "ours (finetome default): Unsloth bf16 + packing (padding-free), batch 16 × 1"),
+    "q": ("unsloth", True, 16, 1, True, "Unsloth 4-bit + packing (padding-free), batch 16 × 1"),
+    # The issue's reference shape: every row 2048 real tokens, batch 8, no packing needed (dense sequences).
+    "u": ("unsloth", True, 8, 1, False, "Unsloth 4-bit on dense 2048-token rows, batch 8 × 1"),
+    "v": ("unsloth", False, 8, 1, False, "Unsloth bf16 on dense 2048-token rows, batch 8 × 1"),
 }
+DENSE = {"u", "v"}  # configurations that train on the dense data instead of the FineTome-like conversations
 
 
 def make_tokenizer(folder: Path, vocab: int):
@@ -136,9 +149,40 @@ def make_data(path: Path, rows: int, vocab: int, max_len: int, seed: int = 0) ->
             fh.write(json.dumps({"conversations": conv}) + "\n")
 
 
-def run_one(name: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict:
-    """One configuration, in this process (the harness gives each its own)."""
+def make_dense(path: Path, rows: int, max_len: int, seed: int = 1) -> None:
+    """Rows of exactly ``max_len`` tokens after the template: one exchange, the reply ~70% of it."""
+    rng = random.Random(seed)
+    overhead = 20  # the Llama 3.2 template adds 17 tokens here (system block with its dates, headers, eot)
+    with open(path, "w") as fh:
+        for _ in range(rows):
+            n = max_len - overhead
+            user = int(n * 0.3)
+            words = [f"w{rng.randrange(30000)}" for _ in range(n)]
+            conv = [
+                {"from": "human", "value": " ".join(words[:user])},
+                {"from": "gpt", "value": " ".join(words[user:])},
+            ]
+            fh.write(json.dumps({"conversations": conv}) + "\n")
+
+
+def parse_spec(spec: str) -> tuple[str, int | None, set[str]]:
+    """``d@16+nogc+profile`` → ("d", 16, {"nogc", "profile"})."""
+    head, *mods = spec.split("+")
+    name, _, batch = head.partition("@")
+    if name not in CONFIGS or not set(mods) <= {"nogc", "profile", "rebalance"}:
+        raise SystemExit(
+            f"unknown configuration {spec!r}: NAME[@BATCH][+nogc][+profile][+rebalance], NAME one of {sorted(CONFIGS)}"
+        )
+    return name, int(batch) if batch else None, set(mods)
+
+
+def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict | None:
+    """One configuration, in this process (the harness gives each its own); None on DDP workers but the first."""
+    name, batch_override, mods = parse_spec(spec)
     backend_name, four_bit, batch, accum, packing, desc = CONFIGS[name]
+    if batch_override:
+        desc = desc.replace(f"batch {batch} ", f"batch {batch_override} ")
+        batch = batch_override
     if smoke:
         backend_name, four_bit = "cpu", False
     if backend_name == "unsloth":
@@ -153,7 +197,7 @@ def run_one(name: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
     raw = {
         "slug": f"bench-{name}",
         "model": {"base": str(work / "model"), "load_in_4bit": four_bit},
-        "data": {"source": str(work / "data.jsonl")},
+        "data": {"source": str(work / ("dense.jsonl" if name in DENSE else "data.jsonl"))},
         "lora": {"r": 16, "alpha": 16, "dropout": 0.0},
         "trainer": {
             "per_device_train_batch_size": batch,
@@ -167,7 +211,8 @@ def run_one(name: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
             "report_to": [],
             "max_length": max_len,
             "packing": packing,
-            "gradient_checkpointing": True,
+            "gradient_checkpointing": "nogc" not in mods,
+            "train_sampling_strategy": "batch_rebalance" if "rebalance" in mods else "random",
         },
     }
     recipe = build(Recipe, raw, "")
@@ -190,7 +235,30 @@ def run_one(name: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
                     torch.cuda.synchronize()
                 times.append(time.perf_counter())
 
-    trainer, ctx = train.build_trainer(recipe, work / f"out-{name}", backend=backend, callbacks=[Clock()])
+    class Profile(TrainerCallback):
+        """The two warm-up steps before the clock starts, so the profiler's own cost stays out of the timing."""
+
+        prof = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == warmup - 2 and self.prof is None:
+                from torch.profiler import ProfilerActivity, profile
+
+                self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+                self.prof.__enter__()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.prof is not None and state.global_step == warmup:
+                torch.cuda.synchronize()
+                self.prof.__exit__(None, None, None)
+                table = self.prof.key_averages().table(sort_by="cuda_time_total", row_limit=40)
+                (work / f"profile_{spec}.txt").write_text(table)
+                self.prof = None
+
+    callbacks = [Clock()]
+    if "profile" in mods and torch.cuda.is_available() and warmup >= 2:
+        callbacks.append(Profile())
+    trainer, ctx = train.build_trainer(recipe, work / f"out-{name}", backend=backend, callbacks=callbacks)
     collate = trainer.data_collator
 
     def counting(examples):
@@ -201,6 +269,15 @@ def run_one(name: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
     trainer.train()
     elapsed = times[-1] - times[0]
     tokens = counted["tokens"]
+    world = trainer.args.world_size
+    if world > 1:  # every worker trained on its own batches: the useful tokens are their sum
+        import torch.distributed as dist
+
+        total = torch.tensor([tokens], dtype=torch.float64, device=trainer.args.device)
+        dist.all_reduce(total)
+        tokens = int(total.item())
+        if trainer.args.process_index != 0:
+            return None
     shape = SMOKE if smoke else LLAMA_1B
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
     mean_seq = sum(lengths) / len(lengths)
@@ -213,8 +290,11 @@ def run_one(name: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
     peak = next((v for k, v in PEAK_BF16.items() if k in card), None)
     tps = tokens / elapsed
     return {
-        "config": name,
-        "description": desc,
+        "config": spec,
+        "description": desc
+        + (", gradient checkpointing off" if "nogc" in mods else "")
+        + (", batches balanced by length" if "rebalance" in mods else ""),
+        "gpus": world,
         "backend": backend.name,
         "load_in_4bit": backend.load_in_4bit,
         "optim": backend.optim,
@@ -224,6 +304,7 @@ def run_one(name: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
         "steps_timed": steps,
         "useful_tokens_per_s": round(tps, 1),
         "step_time_s": round(elapsed / steps, 4),
+        # Per GPU (the first worker's under DDP).
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
         "mfu": round(tps * flops_per_token / peak, 4) if peak else None,
         "flops_per_token": flops_per_token,
@@ -251,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--configs",
         default="a,b,c,d",
-        help="comma-separated configurations (a, b, c, d); name@B sets the batch, e.g. d@16",
+        help="comma-separated configurations NAME[@BATCH][+nogc][+rebalance][+profile], e.g. a,d@16+profile",
     )
+    parser.add_argument("--gpus", default="1", help="comma-separated worker counts to run each configuration at")
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per configuration")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
     parser.add_argument("--rows", type=int, default=2000, help="synthetic conversations")
@@ -260,56 +342,72 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where the JSON goes")
     parser.add_argument("--smoke", action="store_true", help="tiny shape on CPU, to test the harness")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration in this process
-    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     shape = SMOKE if args.smoke else LLAMA_1B
     args.work.mkdir(parents=True, exist_ok=True)
     if args.one:
-        if args.batch:
-            backend, four_bit, _, accum, packing, desc = CONFIGS[args.one]
-            CONFIGS[args.one] = (
-                backend,
-                four_bit,
-                args.batch,
-                accum,
-                packing,
-                desc.replace("batch 8", f"batch {args.batch}"),
-            )
         result = run_one(args.one, args.work, args.steps, args.warmup, args.smoke)
-        print("RESULT " + json.dumps(result), flush=True)
+        if result is not None:
+            print("RESULT " + json.dumps(result), flush=True)
         return 0
+    specs = args.configs.split(",")
+    for spec in specs:
+        parse_spec(spec)  # a typo fails now, not after the first configuration's minutes
+    gpus = [int(n) for n in args.gpus.split(",")]
+    max_len = 256 if args.smoke else 2048
     make_tokenizer(args.work / "model", shape["vocab_size"])
     make_model(args.work / "model", shape)
-    make_data(args.work / "data.jsonl", args.rows, shape["vocab_size"], 256 if args.smoke else 2048)
+    make_data(args.work / "data.jsonl", args.rows, shape["vocab_size"], max_len)
+    make_dense(args.work / "dense.jsonl", max(64, args.rows // 4), max_len)
     results = []
-    for spec in args.configs.split(","):
-        name, _, batch = spec.partition("@")
-        cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        cmd += ["--work", str(args.work)] + (["--batch", batch] if batch else [])
-        cmd += ["--smoke"] if args.smoke else []
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            print(f"config {spec} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}", file=sys.stderr)
-            results.append({"config": spec, "error": proc.stderr[-2000:]})
-            continue
-        result = json.loads(line[len("RESULT ") :])
-        result["config"] = spec
-        results.append(result)
-        print(json.dumps(result), flush=True)
+    for spec in specs:
+        for n in gpus:
+            script = [__file__, "--one", spec, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            script += ["--work", str(args.work)] + (["--smoke"] if args.smoke else [])
+            env = dict(os.environ)
+            if n == 1:
+                cmd = [sys.executable, *script]
+                env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one process seeing two GPUs gets DataParallel
+            elif args.smoke:  # CPU workers: torchrun starts gloo workers the Trainer joins (as `train --gpus`)
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), *script]
+            else:
+                cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n)]
+                cmd += script
+            label = spec if n == 1 else f"{spec}x{n}gpu"
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                print(f"config {label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}", file=sys.stderr)
+                results.append({"config": label, "error": proc.stderr[-2000:]})
+                continue
+            result = json.loads(line[len("RESULT ") :])
+            result["config"] = label
+            results.append(result)
+            print(json.dumps(result), flush=True)
     report = {"date": time.strftime("%Y-%m-%d"), "versions": versions(), "results": results}
     ok = {r["config"]: r for r in results if "error" not in r}
-    ours = [r for name, r in ok.items() if name.startswith("d") and (r["peak_gpu_gib"] or 0) <= 6]
+    ours = [r for name, r in ok.items() if name[0] in "dq" and r["gpus"] == 1 and (r["peak_gpu_gib"] or 0) <= 6]
     if "a" in ok and ours:
         best = max(ours, key=lambda r: r["useful_tokens_per_s"])
         report["default"] = best["config"]
         report["default_over_a"] = round(best["useful_tokens_per_s"] / ok["a"]["useful_tokens_per_s"], 3)
+    scaling = {
+        f"{spec}: {n} GPUs / 1": round(ok[f"{spec}x{n}gpu"]["useful_tokens_per_s"] / ok[spec]["useful_tokens_per_s"], 3)
+        for spec in specs
+        for n in gpus
+        if n > 1 and spec in ok and f"{spec}x{n}gpu" in ok
+    }
+    if scaling:
+        report["scaling"] = scaling
     args.out.mkdir(parents=True, exist_ok=True)
     card = (next(iter(ok.values()))["card"] if ok else "unknown").replace(" ", "_")
-    out = args.out / f"train_throughput_{card}{'_smoke' if args.smoke else ''}.json"
+    suffix = ("_smoke" if args.smoke else "") + ("" if gpus == [1] else "_gpus" + "-".join(map(str, gpus)))
+    out = args.out / f"train_throughput_{card}{suffix}.json"
     out.write_text(json.dumps(report, indent=1))
+    for profile in args.work.glob("profile_*.txt"):
+        profile.replace(args.out / profile.name)
     print(f"wrote {out}")
-    return 0 if ok else 1
+    return 0 if len(ok) == len(results) else 1
 
 
 if __name__ == "__main__":

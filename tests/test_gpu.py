@@ -82,3 +82,62 @@ def test_backend_trains_saves_and_reloads(backend_name, four_bit, small_llama, t
     assert saved and all(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
     assert (trained - again).abs().mean() < 0.05 * trained.abs().mean(), (trained - again).abs().max()
     assert (trained.argmax(-1) == again.argmax(-1)).float().mean() >= 0.75
+
+
+def test_chat_streams_on_gpu_without_compiling(small_llama):
+    """The Spaces' decode path on CUDA: static cache, no torch.compile (ZeroGPU forbids it), same greedy answer."""
+    import torch._dynamo
+
+    from lorallama import chat
+
+    cm = chat.load_model(str(small_llama))
+    assert cm.model.device.type == "cuda"
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    pieces = list(chat.stream_chat(cm, [{"role": "user", "content": "hello there"}], max_new_tokens=24))
+    assert pieces, "nothing was streamed"
+    assert not torch._dynamo.utils.counters["stats"]["unique_graphs"], "generate compiled the model"
+    ids = torch.tensor([chat.encode_prompt(cm.tokenizer, [{"role": "user", "content": "hello there"}])], device="cuda")
+    with torch.inference_mode():
+        plain = cm.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False
+        )
+    expected = cm.tokenizer.decode(plain[0, ids.shape[1] :], skip_special_tokens=True)
+    assert "".join(pieces) == expected
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_train_on_two_gpus(small_llama, tmp_path):
+    """`lorallama train --gpus 2` on two GPUs: two DDP workers under accelerate, each taking its own batches."""
+    import json
+    import subprocess
+    import sys
+
+    recipe = write_recipe(tmp_path, small_llama)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lorallama.cli", "train", str(recipe), "--gpus", "2", "--no-push"]
+    proc = subprocess.run([*cmd, "--max-steps", "3", "--output", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "adapter" / "run.json").read_text())
+    assert (meta["world_size"], meta["global_step"], meta["finished"]) == (2, 3, True)
+    assert meta["backend"]["name"] == "transformers" and meta["backend"]["device"] == "cuda"
+    history = json.loads((out / "adapter" / "loss.json").read_text())
+    assert history[-1]["epoch"] == pytest.approx(3.0)  # 2 workers × 2 × 2 rows a step over the 8 rows
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_train_on_a_multi_gpu_machine_without_gpus_flag(small_llama, tmp_path):
+    """Without --gpus, one process trains on the first GPU (TRL refuses the DataParallel Trainer would pick)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    recipe = write_recipe(tmp_path, small_llama)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    cmd = [sys.executable, "-m", "lorallama.cli", "train", str(recipe), "--no-push", "--max-steps", "2"]
+    proc = subprocess.run([*cmd, "--output", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "adapter" / "run.json").read_text())
+    assert (meta["world_size"], meta["global_step"], meta["backend"]["device"]) == (1, 2, "cuda")

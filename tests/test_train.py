@@ -10,7 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from lorallama import train
+from lorallama import models, train
 from lorallama.recipe import load_recipe
 
 ROWS = [
@@ -234,3 +234,35 @@ def test_gpus_n_runs_data_parallel_workers(tmp_path, tiny_chatml):
     # 8 rows (one worker alone would be at 1.5).
     history = json.loads((out / "adapter" / "loss.json").read_text())
     assert history[-1]["step"] == 3 and history[-1]["epoch"] == pytest.approx(3.0)
+
+
+def test_packing_without_varlen_attention_trains_on_length_balanced_batches(tmp_path, tiny_chatml):
+    """Packing needs Unsloth or flash-attn; without them the run trains unpacked on batch_rebalance batches."""
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, packing=True)))
+    trainer, _ = train.build_trainer(recipe, tmp_path / "out", max_steps=2)
+    assert (trainer.args.packing, trainer.args.train_sampling_strategy) == (False, "batch_rebalance")
+    loader = trainer.get_train_dataloader()
+    assert isinstance(loader.batch_sampler, BatchRebalanceSampler) or isinstance(
+        getattr(loader.batch_sampler, "batch_sampler", None), BatchRebalanceSampler
+    )
+    # The sampler sorts each step's examples by length before cutting micro-batches: every micro-batch of a step
+    # holds lengths that do not overlap another's (a random batch would mix short and long).
+    lengths = [sorted(int(n) for n in batch["attention_mask"].sum(1)) for batch in list(loader)[:2]]
+    assert lengths[0][0] >= lengths[1][-1] or lengths[1][0] >= lengths[0][-1], lengths
+    trainer.train()
+    assert trainer.state.global_step == 2
+
+    # A strategy the recipe names is kept.
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, packing=True, train_sampling_strategy="sequential")))
+    assert train.sft_config(recipe, models.choose_backend(recipe), tmp_path / "o2", 2).train_sampling_strategy == (
+        "sequential"
+    )
+
+
+def test_resume_treats_keys_an_older_run_lacked_as_their_defaults():
+    old = {"trainer": {"learning_rate": 2e-4}}  # written before trainer.train_sampling_strategy existed
+    assert train.resume_conflicts(old, {"trainer": {"learning_rate": 2e-4, "train_sampling_strategy": "random"}}) == []
+    changed = {"trainer": {"learning_rate": 2e-4, "train_sampling_strategy": "group_by_length"}}
+    assert train.resume_conflicts(old, changed) == ["trainer.train_sampling_strategy ('random' → 'group_by_length')"]

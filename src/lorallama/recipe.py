@@ -150,6 +150,7 @@ class LoraSpec:
 
 OPTIMIZERS = ("adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "sgd", "adafactor")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+SAMPLERS = ("random", "group_by_length", "batch_rebalance", "sequential")
 
 
 @dataclass
@@ -173,6 +174,8 @@ class TrainerSpec:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     max_length: int = 2048
     packing: bool = False
+    train_sampling_strategy: str = "random"
+    """How unpacked examples are batched: batch_rebalance evens out padding and the work of each GPU (--gpus N)."""
     assistant_only_loss: bool = True
     gradient_checkpointing: bool = True
 
@@ -193,6 +196,12 @@ class TrainerSpec:
             f"use one of {', '.join(SCHEDULERS)}",
         )
         _need(self.max_length >= 16, "trainer.max_length", self.max_length, "use a token count such as 2048")
+        _need(
+            self.train_sampling_strategy in SAMPLERS,
+            "trainer.train_sampling_strategy",
+            self.train_sampling_strategy,
+            f"use one of {', '.join(SAMPLERS)}",
+        )
 
 
 @dataclass

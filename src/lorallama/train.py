@@ -12,6 +12,7 @@ checkpoint > fresh.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -32,7 +33,7 @@ import yaml
 
 from . import cards, models
 from . import data as data_mod
-from .recipe import Recipe
+from .recipe import DataSpec, LoraSpec, ModelSpec, Recipe, TrainerSpec
 
 log = logging.getLogger("lorallama")
 
@@ -115,12 +116,19 @@ def resume_conflicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out = []
     for section in ("model", "data", "lora", "trainer"):
         a, b = old.get(section) or {}, new.get(section) or {}
+        # A key the old run's recipe predates had its default value then.
+        a = {**{k: v for k, v in _defaults(section).items() if k in b}, **a}
         for key in sorted(set(a) | set(b)):
             if section == "trainer" and key in SAFE_TO_CHANGE:
                 continue
             if a.get(key) != b.get(key):
                 out.append(f"{section}.{key} ({a.get(key)!r} → {b.get(key)!r})")
     return out
+
+
+def _defaults(section: str) -> dict[str, Any]:
+    spec = {"model": ModelSpec, "data": DataSpec, "lora": LoraSpec, "trainer": TrainerSpec}[section]
+    return {f.name: f.default for f in dataclasses.fields(spec) if f.default is not dataclasses.MISSING}
 
 
 def resolve_resume(
@@ -171,13 +179,20 @@ def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_st
 
     t = recipe.trainer
     cuda = backend.device == "cuda"
-    packing = t.packing
+    packing, sampling = t.packing, t.train_sampling_strategy
     if packing and backend.name != "unsloth" and importlib.util.find_spec("flash_attn") is None:
         # Padding-free packing keeps documents apart only with varlen attention (Unsloth's, or flash-attn).
-        log.warning("packing needs Unsloth or flash-attn to keep packed conversations apart; training unpacked")
+        # The next best thing is batches of like lengths: little padding, and equal work for every GPU.
         packing = False
+        if sampling == "random":
+            sampling = "batch_rebalance"
+        log.warning(
+            "packing needs Unsloth or flash-attn to keep packed conversations apart: training unpacked, "
+            "batches built with train_sampling_strategy=%s",
+            sampling,
+        )
     hub_repo = recipe.hub.model_repo if push else None
-    return SFTConfig(
+    config = SFTConfig(
         output_dir=str(output_dir / CHECKPOINTS),
         # Every checkpoint goes to <repo>/last-checkpoint. hub_always_push queues a push even while the previous
         # one is still uploading (HfApi runs them one at a time, in order), so no checkpoint is silently skipped.
@@ -206,6 +221,7 @@ def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_st
         report_to=[r for r in t.report_to if r not in ("none", "tensorboard")],
         max_length=t.max_length,
         packing=packing,
+        train_sampling_strategy=sampling,
         # Masks come from our own tokenisation (data.py): TRL's flag is only for untokenised chat rows.
         assistant_only_loss=False,
         gradient_checkpointing=t.gradient_checkpointing and cuda,
@@ -216,9 +232,16 @@ def sft_config(recipe: Recipe, backend: models.Backend, output_dir: Path, max_st
         eval_steps=t.save_steps if recipe.data.eval_rows else None,
         per_device_eval_batch_size=t.per_device_train_batch_size,
         dataloader_num_workers=0,
+        # Every LoRA weight takes part in every step, so DDP need not walk the graph for unused ones (--gpus N).
+        ddp_find_unused_parameters=False,
         save_only_model=False,
         disable_tqdm=False,
     )
+    if cuda and config.world_size == 1:
+        # One process on a machine with several GPUs: Trainer would wrap the model in DataParallel, which TRL
+        # refuses. Train on the first GPU (Trainer does the same for device_map models); --gpus N is DDP.
+        config._n_gpu = 1
+    return config
 
 
 def tensorboard_callback(recipe: Recipe, output_dir: Path) -> list:
