@@ -85,7 +85,7 @@ def test_backend_trains_saves_and_reloads(backend_name, four_bit, small_llama, t
 
 
 def test_chat_streams_on_gpu_without_compiling(small_llama):
-    """The Spaces' decode path on CUDA: static cache, no torch.compile (ZeroGPU forbids it), same greedy answer."""
+    """The Spaces' decode path on CUDA: no torch.compile (ZeroGPU forbids it), the same answer as plain greedy."""
     import torch._dynamo
 
     from lorallama import chat
