@@ -66,7 +66,7 @@ CONFIGS = {
     "a": ("unsloth", True, 2, 4, False, "Unsloth notebook: 4-bit, batch 2 × 4, no packing"),
     "b": ("transformers", True, 2, 4, False, "HF+PEFT 4-bit, batch 2 × 4"),
     "c": ("transformers", False, 2, 4, False, "HF+PEFT bf16, batch 2 × 4"),
-    "d": ("unsloth", False, 16, 1, True, "ours (finetome default): Unsloth bf16 + packing (padding-free), batch 16 × 1"),
+    "d": ("unsloth", False, 16, 1, True, "ours (finetome): Unsloth bf16 + packing (padding-free), batch 16 × 1"),
     "q": ("unsloth", True, 16, 1, True, "Unsloth 4-bit + packing (padding-free), batch 16 × 1"),
     # The reference shape: every row 2048 real tokens, batch 8, no packing needed (dense sequences).
     "u": ("unsloth", True, 8, 1, False, "Unsloth 4-bit on dense 2048-token rows, batch 8 × 1"),
