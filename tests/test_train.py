@@ -250,6 +250,7 @@ def test_packing_without_varlen_attention_trains_on_length_balanced_batches(tmp_
     # The sampler sorts each step's examples by length before cutting micro-batches: every micro-batch of a step
     # holds lengths that do not overlap another's (a random batch would mix short and long).
     lengths = [sorted(int(n) for n in batch["attention_mask"].sum(1)) for batch in list(loader)[:2]]
+    assert len({n for batch in lengths for n in batch}) > 1, lengths  # distinct lengths, or the check says nothing
     assert lengths[0][0] >= lengths[1][-1] or lengths[1][0] >= lengths[0][-1], lengths
     trainer.train()
     assert trainer.state.global_step == 2

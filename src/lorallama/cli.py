@@ -143,10 +143,6 @@ def cmd_train(args) -> int:
     recipe = load_recipe(args.recipe, args.set)
     if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
         return train.launch_distributed(_argv_without_gpus(args.argv), args.gpus, args.backend)
-    if "LOCAL_RANK" not in os.environ:
-        # One process that sees several GPUs would get torch's DataParallel from Trainer, which TRL refuses:
-        # it trains on the first GPU unless the caller chose (CUDA_VISIBLE_DEVICES) or asked for --gpus N.
-        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "0")
     resume = "never" if args.restart else (args.resume or "auto")
     budget = parse_duration(args.time_budget) if args.time_budget else None
     result = train.train(
