@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # The CPU build of torch lies on disk; asking for it first keeps pip from pulling a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
 
-WIDGET  := src/lorallama/static/widget.js
+WIDGET  := src/lorallama/serving/static/widget.js
 
 .PHONY: setup widget chromium demo test test-fast lint format clean
 

@@ -190,8 +190,9 @@ def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
     import torch
     from transformers import TrainerCallback
 
-    from lorallama import models, train
     from lorallama.recipe import Recipe, build
+    from lorallama.training.backend import choose_backend
+    from lorallama.training.trainer import build_trainer
 
     max_len = 256 if smoke else 2048
     raw = {
@@ -216,7 +217,7 @@ def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
         },
     }
     recipe = build(Recipe, raw, "")
-    backend = models.choose_backend(recipe, backend_name)
+    backend = choose_backend(recipe, backend_name)
     counted = {"tokens": 0}
     times: list[float] = []
 
@@ -258,7 +259,7 @@ def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
     callbacks = [Clock()]
     if "profile" in mods and torch.cuda.is_available() and warmup >= 2:
         callbacks.append(Profile())
-    trainer, ctx = train.build_trainer(recipe, work / f"out-{name}", backend=backend, callbacks=callbacks)
+    trainer = build_trainer(recipe, work / f"out-{name}", backend=backend, callbacks=callbacks).trainer
     collate = trainer.data_collator
 
     def counting(examples):

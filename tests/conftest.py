@@ -44,3 +44,11 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LORALLAMA_RECIPES", str(REPO / "train_jobs"))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_chatml) -> Path:
+    """A finished two-step run of the tiny model: its adapter folder, card included."""
+    from support.runs import finished_run
+
+    return finished_run(tmp_path_factory.mktemp("run"), tiny_chatml)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from lorallama import chat, space
-
-from .test_chat import force_text, greedy, slow_down, wordy
-from .test_space import launched
+from lorallama.serving import chat, ui
+from lorallama.serving import config as serving_config
+from lorallama.serving.chat_app import build_chat_app
+from support.apps import launched
+from support.models import force_text, greedy, slow_down, wordy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -82,10 +83,10 @@ def test_the_page_loads_and_a_typed_prompt_streams_its_answer(page, tiny_chatml)
     cm = chat.load_model(str(tiny_chatml))
     wordy(cm)
     slow_down(cm, 0.03)
-    config = space.ChatConfig(
+    config = serving_config.ChatConfig(
         slug="tiny", base=str(tiny_chatml), temperature=0.0, max_new_tokens=30, repetition_penalty=1.0
     )
-    demo = space.build_chat_app(config, model=cm)
+    demo = build_chat_app(config, model=cm)
     expected = greedy(cm, [{"role": "user", "content": "Hello there"}], 30)
     with launched(demo) as url:
         page.goto(url)
@@ -115,8 +116,8 @@ def test_stop_stops_the_answer(page, tiny_chatml):
     cm = chat.load_model(str(tiny_chatml))
     force_text(cm)
     calls = slow_down(cm, 0.05)
-    config = space.ChatConfig(slug="tiny", base=str(tiny_chatml), temperature=0.0, max_new_tokens=400)
-    demo = space.build_chat_app(config, model=cm)
+    config = serving_config.ChatConfig(slug="tiny", base=str(tiny_chatml), temperature=0.0, max_new_tokens=400)
+    demo = build_chat_app(config, model=cm)
     with launched(demo) as url:
         ask(page, url, "Talk to me")
         wait_until(lambda: len(" ".join(page.locator(BOT).all_inner_texts()).split()) >= 5)
@@ -141,7 +142,7 @@ def test_an_answer_can_be_corrected_and_liked_into_the_feedback_dataset(page, ti
     cm = chat.load_model(str(tiny_chatml))
     wordy(cm)
     repo = f"{hub.user}/lorallama-feedback"
-    config = space.ChatConfig(
+    config = serving_config.ChatConfig(
         slug="tiny",
         base=str(tiny_chatml),
         temperature=0.0,
@@ -149,7 +150,7 @@ def test_an_answer_can_be_corrected_and_liked_into_the_feedback_dataset(page, ti
         repetition_penalty=1.0,
         feedback_dataset=repo,
     )
-    demo = space.build_chat_app(config, model=cm)
+    demo = build_chat_app(config, model=cm)
     log = demo.lorallama.feedback
     answer = greedy(cm, [{"role": "user", "content": "Capital of France?"}], 12)
     try:
@@ -192,10 +193,10 @@ def other_origin(tmp_path):
 def test_the_embed_bubble_works_on_a_page_from_another_origin(page, tiny_chatml, other_origin):
     cm = chat.load_model(str(tiny_chatml))
     wordy(cm)
-    config = space.ChatConfig(
+    config = serving_config.ChatConfig(
         slug="tiny", base=str(tiny_chatml), temperature=0.0, max_new_tokens=20, repetition_penalty=1.0
     )
-    demo = space.build_chat_app(config, model=cm)
+    demo = build_chat_app(config, model=cm)
     expected = greedy(cm, [{"role": "user", "content": "Hello from my page"}], 20)
     folder, origin = other_origin
     with launched(demo) as url:
@@ -219,7 +220,7 @@ def test_the_embed_bubble_works_on_a_page_from_another_origin(page, tiny_chatml,
         page.keyboard.press("Enter")
         answer = page.locator("#lorallama-widget .msg.assistant:not(.pending)")
         answer.wait_for()
-        assert words(answer.inner_text()) == words(expected or space.NO_ANSWER)
+        assert words(answer.inner_text()) == words(expected or ui.NO_ANSWER)
         assert page.locator("#lorallama-widget .msg.user").inner_text() == "Hello from my page"
         assert any(call.startswith(url) for call in api_calls)  # it talked to the Space, across origins
 
@@ -235,10 +236,10 @@ def test_the_embed_bubble_works_on_a_page_from_another_origin(page, tiny_chatml,
 def test_gradios_web_component_loads_from_the_space_itself(page, tiny_chatml, other_origin):
     cm = chat.load_model(str(tiny_chatml))
     wordy(cm)
-    config = space.ChatConfig(
+    config = serving_config.ChatConfig(
         slug="tiny", base=str(tiny_chatml), temperature=0.0, max_new_tokens=12, repetition_penalty=1.0
     )
-    demo = space.build_chat_app(config, model=cm)
+    demo = build_chat_app(config, model=cm)
     expected = greedy(cm, [{"role": "user", "content": "Hello there"}], 12)
     folder, origin = other_origin
     with launched(demo) as url:
@@ -251,5 +252,5 @@ def test_gradios_web_component_loads_from_the_space_itself(page, tiny_chatml, ot
         page.goto(f"{origin}/component.html")
         page.fill(INPUT, "Hello there")
         page.keyboard.press("Enter")
-        wait_until(lambda: words(" ".join(page.locator(BOT).all_inner_texts())) == words(expected or space.NO_ANSWER))
+        wait_until(lambda: words(" ".join(page.locator(BOT).all_inner_texts())) == words(expected or ui.NO_ANSWER))
     assert not [u for u in elsewhere if not u.startswith("https://fonts.")], elsewhere  # Gradio's theme font aside

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -10,49 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorallama import cards, publish, train
+from lorallama import names
+from lorallama.publishing import cards
 from lorallama.recipe import load_recipe
+from support.runs import REPO_ROOT, changed_in_last_commit, run_command, seed_model_repo
 
-from .test_train import write_recipe
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LLAMA = "unsloth/Llama-3.2-1B-Instruct"
-
-
-def finished_run(folder: Path, base: Path, **recipe) -> Path:
-    """A tiny run with held-out rows, trained 2 steps with a lively learning rate; returns its adapter folder."""
-    path = write_recipe(folder, base, learning_rate=5e-2, logging_steps=1, max_steps=2)
-    raw = yaml.safe_load(path.read_text())
-    raw["data"]["eval_rows"] = 2
-    for key, value in recipe.items():
-        raw.setdefault(key.split(".")[0], {})[key.split(".")[1]] = value
-    path.write_text(yaml.safe_dump(raw))
-    result = train.train(load_recipe(str(path)), folder / "out", push=False)
-    assert result.finished
-    return result.adapter_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_chatml) -> Path:
-    return finished_run(tmp_path_factory.mktemp("run"), tiny_chatml)
-
-
-def parser_with(*modules) -> argparse.ArgumentParser:
-    """A parser holding only our commands, as cli.py registers them."""
-    parser = argparse.ArgumentParser(prog="lorallama")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for module in modules:
-        module.add_commands(sub)
-    data = sub.add_parser("data").add_subparsers(dest="data_command", required=True)
-    publish.add_data_commands(data)
-    return parser
-
-
-def run_command(*argv: str) -> int:
-    from lorallama import export, sync
-
-    args = parser_with(cards, sync, export).parse_args(argv)
-    return args.func(args)
 
 
 def project_meta(tiny_run: Path, slug: str, base: str = LLAMA) -> dict:
@@ -124,7 +86,7 @@ def test_finetome_card_metadata_and_sections(tiny_run, repo_recipes):
     assert 'AutoPeftModelForCausalLM.from_pretrained("lorallama/llama-3.2-1b-finetome")' in body
     assert "https://lorallama-finetome.hf.space" in body and "/spaces/lorallama/finetome" in body
     rerun = next(line for line in body.splitlines() if line.startswith("hf jobs uv run"))
-    assert rerun == cards.rerun_command("lorallama/llama-3.2-1b-finetome", "t4-small", "4h")
+    assert rerun == names.rerun_command("lorallama/llama-3.2-1b-finetome", "t4-small", "4h")
     assert "Llama 3.2 Community License" in body
 
 
@@ -188,7 +150,7 @@ def test_cards_command_computes_samples_and_renders_eval_results(tiny_run, tmp_p
     shutil.copytree(tiny_run, folder)
     assert run_command("cards", str(folder), "--compute-samples") == 0
     samples = json.loads((folder / "samples.json").read_text())
-    from lorallama.cli import COMPARISON_PROMPTS
+    from lorallama.prompts import COMPARISON_PROMPTS
 
     assert [s["prompt"] for s in samples] == list(COMPARISON_PROMPTS)
     assert any(s["base"] != s["tuned"] for s in samples), "the adapter changed no answer"
@@ -206,27 +168,6 @@ def test_cards_command_errors_name_the_fix(tmp_path, in_tmp, capsys):
     assert "holds no run.json" in capsys.readouterr().err
     assert run_command("cards", "finetom") == 2
     assert "did you mean 'finetome'" in capsys.readouterr().err
-
-
-def seed_model_repo(hub, repo: str, tiny_run: Path) -> dict[str, bytes]:
-    """A model repo as a finished job leaves it: weights, checkpoint, run files, an old card; no loss.png."""
-    files = {
-        "adapter_model.safetensors": (tiny_run / "adapter_model.safetensors").read_bytes(),
-        "adapter_config.json": (tiny_run / "adapter_config.json").read_bytes(),
-        "last-checkpoint/adapter_model.safetensors": (tiny_run / "adapter_model.safetensors").read_bytes(),
-        "last-checkpoint/optimizer.pt": b"optimizer state",
-        "run.json": (tiny_run / "run.json").read_bytes(),
-        "loss.json": (tiny_run / "loss.json").read_bytes(),
-        "recipe.yaml": (tiny_run / "recipe.yaml").read_bytes(),
-        "README.md": b"---\nlibrary_name: peft\n---\nold card\n",
-    }
-    hub.seed_repo(repo, files, message="Finished at step 2")
-    return files
-
-
-def changed_in_last_commit(hub, repo: str, repo_type: str = "model") -> set[str]:
-    new, old = hub.commits(repo, repo_type)[:2]
-    return {p for p in set(new.tree) | set(old.tree) if new.tree.get(p) != old.tree.get(p)}
 
 
 def test_card_push_from_the_hub_touches_no_weights(hub, tiny_run, tmp_path, monkeypatch, capsys):
@@ -336,20 +277,26 @@ def test_publish_needs_a_file_for_the_corpus_and_names_it(capsys):
     assert "marx-corpus needs a local file" in capsys.readouterr().err
 
 
-def test_publish_feedback_counts_likes_and_edits(hub, tmp_path, capsys):
+def test_publish_feedback_counts_the_rows_the_spaces_write(hub, tmp_path, capsys):
+    """The rows come from the schema the Spaces write (feedback_schema.make_row): like, dislike, edit."""
+    from lorallama.feedback_schema import make_row
+
+    hi = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    sum_ = [{"role": "user", "content": "2+2"}, {"role": "assistant", "content": "5"}]
+    bye = [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye"}]
     rows = [
-        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "liked": True},
-        {
-            "messages": [{"role": "user", "content": "2+2"}, {"role": "assistant", "content": "5"}],
-            "liked": False,
-            "edited": "4",
-        },
-        {"messages": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye"}], "liked": True},
+        make_row("like", hi, index=1, session="s1"),
+        make_row("dislike", sum_, index=1, session="s1"),
+        make_row("edit", sum_, index=1, session="s1", edited="4", previous="5"),
+        make_row("like", bye, index=1, session="s2"),
+        {"messages": hi, "liked": True},  # not a row the Spaces write: dropped, not counted
     ]
     file = tmp_path / "feedback.jsonl"
     file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert run_command("data", "publish", "chat-feedback", str(file), "--repo", "tester/feedback") == 0
+    assert "4 rows kept of 5 (dropped: unknown_kind 1)" in capsys.readouterr().out
     files = hub.files("tester/feedback", "dataset")
     text = files["README.md"].decode()
-    assert "**3 rows** — 2 liked, 1 disliked, 1 with an edited answer" in text
+    assert "**4 rows** — 2 liked, 1 disliked, 1 with an edited answer" in text
+    assert json.loads(files["stats.json"])["liked"] == 2
     assert dataset_meta(text)["configs"][0]["data_files"][0]["path"] == "data/*.jsonl"

@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from lorallama import cli
-
-from .test_train import ROWS, write_recipe
+from support.recipes import ROWS, write_recipe
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -73,4 +72,15 @@ def test_train_then_chat_from_the_adapter_folder(tmp_path, tiny_chatml, capsys):
     assert cli.main(["train", str(recipe), "--max-steps", "2", "--output", str(out_dir)]) == 0
     assert "finished: adapter in" in capsys.readouterr().out
     assert cli.main(["chat", str(out_dir / "adapter"), "--prompt", "Hello", "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.endswith("\n")
+    # The streamed answer is the adapter's greedy answer, and not the base model's.
+    from lorallama.serving import chat
+
+    cm = chat.load_chat_model(str(out_dir / "adapter"))
+    tuned = chat.answer(cm, "Hello", max_new_tokens=5)
+    assert capsys.readouterr().out == tuned + "\n"
+    assert (
+        cli.main(["chat", str(out_dir / "adapter"), "--prompt", "Hello", "--max-new-tokens", "5", "--base-only"]) == 0
+    )
+    with cm.base_only():
+        base = chat.answer(cm, "Hello", max_new_tokens=5)
+    assert capsys.readouterr().out == base + "\n"

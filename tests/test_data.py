@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorallama import data as D
 from lorallama import models
-from lorallama.data import DataError, DataReport
+from lorallama.errors import DataError
 from lorallama.recipe import load_recipe
+from lorallama.training import chat_templates
+from lorallama.training import data as D
+from lorallama.training.data import DataReport
 
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
@@ -32,7 +34,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def template(tok):
-    return models.training_chat_template(tok)
+    return chat_templates.training_chat_template(tok)
 
 
 def sharegpt(q: str, a: str, system: str | None = None) -> dict:
@@ -384,7 +386,7 @@ CONVERSATION = [
 @pytest.mark.parametrize(("fixture", "end"), [("tiny_chatml", "<|im_end|>"), ("tiny_llama3", "<|eot_id|>")])
 def test_assistant_mask_covers_exactly_the_replies(request, tmp_path, fixture, end):
     tokenizer = models.load_tokenizer(str(request.getfixturevalue(fixture)))
-    template = models.training_chat_template(tokenizer)
+    template = chat_templates.training_chat_template(tokenizer)
     replies = [m["content"] + end for m in CONVERSATION if m["role"] == "assistant"]
 
     tokens = D.tokenize_chat(CONVERSATION, tokenizer, template)

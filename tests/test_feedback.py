@@ -7,8 +7,12 @@ import json
 import gradio as gr
 import pytest
 
-from lorallama import chat, cli, data, feedback, space
+from lorallama import cli, feedback_schema
 from lorallama.recipe import DataSpec
+from lorallama.serving import chat, feedback
+from lorallama.serving import config as serving_config
+from lorallama.serving.chat_app import build_chat_app
+from lorallama.training import data
 
 SYSTEM = "You are Captain Lora."
 
@@ -42,8 +46,8 @@ def tiny_cm(tiny_chatml):
 
 def test_likes_dislikes_and_edits_arrive_in_the_dataset_when_on(hub, tiny_chatml, tiny_cm):
     repo = f"{hub.user}/lorallama-feedback"
-    config = space.ChatConfig(slug="demo", base=str(tiny_chatml), feedback_dataset=repo)
-    demo = space.build_chat_app(config, model=tiny_cm)
+    config = serving_config.ChatConfig(slug="demo", base=str(tiny_chatml), feedback_dataset=repo)
+    demo = build_chat_app(config, model=tiny_cm)
     log = demo.lorallama.feedback
     try:
         assert log is not None and log.repo_id == repo
@@ -90,7 +94,7 @@ def test_likes_dislikes_and_edits_arrive_in_the_dataset_when_on(hub, tiny_chatml
 
 
 def test_nothing_is_logged_when_off(hub, tiny_chatml, tiny_cm):
-    demo = space.build_chat_app(space.ChatConfig(slug="demo", base=str(tiny_chatml)), model=tiny_cm)
+    demo = build_chat_app(serving_config.ChatConfig(slug="demo", base=str(tiny_chatml)), model=tiny_cm)
     assert demo.lorallama.feedback is None and handlers(demo) == {}
     page = demo.get_config_file()
     assert "saved to the dataset" not in " ".join(str(c["props"].get("value", "")) for c in page["components"])
@@ -99,8 +103,8 @@ def test_nothing_is_logged_when_off(hub, tiny_chatml, tiny_cm):
 
 
 def test_a_space_comes_up_when_its_feedback_dataset_cannot_be_written(hub, tiny_chatml, tiny_cm):
-    config = space.ChatConfig(slug="demo", base=str(tiny_chatml), feedback_dataset="someone-else/their-data")
-    demo = space.build_chat_app(config, model=tiny_cm)
+    config = serving_config.ChatConfig(slug="demo", base=str(tiny_chatml), feedback_dataset="someone-else/their-data")
+    demo = build_chat_app(config, model=tiny_cm)
     assert demo.lorallama.feedback is None and demo.lorallama.feedback_error
     texts = " ".join(str(c["props"].get("value", "")) for c in demo.get_config_file()["components"])
     assert "Feedback logging to someone-else/their-data is off" in texts
@@ -111,8 +115,8 @@ def test_feedback_rows_are_bounded(hub):
     try:
         huge = history(*(["q" * 50_000, "a" * 50_000] * 100))
         row = log.record("like", huge, index=199)
-        assert len(row["conversation"]) == feedback.MAX_MESSAGES
-        assert all(len(m["content"]) <= feedback.MAX_CHARS for m in row["conversation"])
+        assert len(row["conversation"]) == feedback_schema.MAX_MESSAGES
+        assert all(len(m["content"]) <= feedback_schema.MAX_CHARS for m in row["conversation"])
         with pytest.raises(ValueError, match="must be about an answer"):
             log.record("like", history("only a question"), index=0)
         with pytest.raises(ValueError, match="unknown feedback kind"):
@@ -142,7 +146,7 @@ FEEDBACK = [
 
 
 def test_liked_and_corrected_conversations_become_sharegpt(tmp_path):
-    conversion = feedback.to_sharegpt(FEEDBACK)
+    conversion = feedback_schema.to_sharegpt(FEEDBACK)
     assert conversion.rows == [
         {
             "conversations": [

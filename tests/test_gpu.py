@@ -10,10 +10,10 @@ import importlib.util
 import pytest
 import torch
 
-from lorallama import models, train
 from lorallama.recipe import load_recipe
-
-from .test_train import write_recipe
+from lorallama.training.backend import choose_backend
+from lorallama.training.trainer import build_trainer
+from support.recipes import write_recipe
 
 pytestmark = [
     pytest.mark.gpu,
@@ -48,9 +48,9 @@ def small_llama(tmp_path_factory):
 def test_backend_trains_saves_and_reloads(backend_name, four_bit, small_llama, tmp_path):
     path = write_recipe(tmp_path, small_llama, per_device_train_batch_size=8, gradient_accumulation_steps=1)
     recipe = load_recipe(str(path), [f"model.load_in_4bit={str(four_bit).lower()}", "trainer.learning_rate=5e-3"])
-    backend = models.choose_backend(recipe, backend_name)
+    backend = choose_backend(recipe, backend_name)
     assert backend.name == backend_name and backend.load_in_4bit == four_bit
-    trainer, ctx = train.build_trainer(recipe, tmp_path / "out", max_steps=20, backend=backend)
+    trainer = build_trainer(recipe, tmp_path / "out", max_steps=20, backend=backend).trainer
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
@@ -88,7 +88,7 @@ def test_chat_streams_on_gpu_without_compiling(small_llama):
     """The Spaces' decode path on CUDA: no torch.compile (ZeroGPU forbids it), the same answer as plain greedy."""
     import torch._dynamo
 
-    from lorallama import chat
+    from lorallama.serving import chat
 
     cm = chat.load_model(str(small_llama))
     assert cm.model.device.type == "cuda"

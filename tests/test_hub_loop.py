@@ -16,11 +16,15 @@ import pytest
 import yaml
 from safetensors.torch import load, load_file
 
-from lorallama import cli, jobs, train
+from lorallama import cli
 from lorallama import hub as hub_mod
+from lorallama.errors import TrainError
+from lorallama.publishing.cards import adapter_card
 from lorallama.recipe import load_recipe
-
-from .test_train import Crash, crash_at, write_recipe
+from lorallama.training import jobs
+from lorallama.training.resume import last_checkpoint
+from lorallama.training.run import train
+from support.recipes import Crash, crash_at, write_recipe
 
 REPO = "tester/tiny-run"
 
@@ -69,7 +73,7 @@ def quick_retries(monkeypatch):
 
 def test_every_checkpoint_is_pushed_with_its_full_state(hub, tmp_path, tiny_chatml):
     recipe = load_recipe(str(hub_recipe(tmp_path, tiny_chatml, save_steps=2)))
-    result = train.train(recipe, tmp_path / "out", max_steps=8)
+    result = train(recipe, tmp_path / "out", max_steps=8, card=adapter_card)
     assert result.finished
     assert checkpoint_steps(hub) == [2, 4, 6, 8]  # none skipped
     files = hub.files(REPO)
@@ -91,15 +95,15 @@ def test_every_checkpoint_is_pushed_with_its_full_state(hub, tmp_path, tiny_chat
 
 def test_resume_from_the_hub_on_a_fresh_machine_equals_uninterrupted(hub, tmp_path, tiny_chatml):
     recipe = load_recipe(str(hub_recipe(tmp_path, tiny_chatml)))
-    straight = train.train(recipe, tmp_path / "straight", max_steps=8, push=False)
+    straight = train(recipe, tmp_path / "straight", max_steps=8, push=False)
 
     with pytest.raises(Crash):
-        train.train(recipe, tmp_path / "machine-1", max_steps=8, callbacks=[crash_at(5)])
+        train(recipe, tmp_path / "machine-1", max_steps=8, callbacks=[crash_at(5)])
     wait_for_checkpoints(hub, [3])
     state = hub_mod.remote_run(REPO)
     assert (state.checkpoint_step, state.finished) == (3, False)
 
-    resumed = train.train(recipe, tmp_path / "machine-2", max_steps=8)  # nothing local: only the Hub
+    resumed = train(recipe, tmp_path / "machine-2", max_steps=8)  # nothing local: only the Hub
     assert "checkpoint" in resumed.resumed_from and resumed.finished
     assert max_diff(load_file(straight.adapter_dir / "adapter_model.safetensors"), adapter_on_hub(hub)) <= 1e-5
     losses = [(h["step"], round(h["loss"], 6)) for h in resumed.loss_history if "loss" in h]
@@ -110,15 +114,15 @@ def test_resume_from_the_hub_on_a_fresh_machine_equals_uninterrupted(hub, tmp_pa
 def test_unsafe_recipe_change_is_refused_naming_the_keys(hub, tmp_path, tiny_chatml):
     path = hub_recipe(tmp_path, tiny_chatml)
     with pytest.raises(Crash):
-        train.train(load_recipe(str(path)), tmp_path / "a", max_steps=8, callbacks=[crash_at(4)])
+        train(load_recipe(str(path)), tmp_path / "a", max_steps=8, callbacks=[crash_at(4)])
     wait_for_checkpoints(hub, [3])
     changed = load_recipe(str(path), ["lora.r=8", "trainer.learning_rate=1e-3", "trainer.logging_steps=2"])
-    with pytest.raises(train.TrainError) as info:
-        train.train(changed, tmp_path / "b", max_steps=8)
+    with pytest.raises(TrainError) as info:
+        train(changed, tmp_path / "b", max_steps=8)
     message = str(info.value)
     assert "lora.r (4 → 8)" in message and "trainer.learning_rate" in message and "--restart" in message
     assert "logging_steps" not in message  # harmless to change
-    result = train.train(changed, tmp_path / "b", max_steps=2, resume="never")
+    result = train(changed, tmp_path / "b", max_steps=2, resume="never")
     assert result.resumed_from is None and result.global_step == 2
 
 
@@ -128,11 +132,11 @@ def test_hub_errors_during_pushes_do_not_stop_training_and_the_final_state_is_co
     recipe = load_recipe(str(hub_recipe(tmp_path, tiny_chatml, save_steps=2)))
     failing = hub.fail_next(3, 503, path=r"/commit/")
     slow = hub.add_latency(0.3, path=r"/preupload/", n=6)
-    result = train.train(recipe, tmp_path / "out", max_steps=10)
+    result = train(recipe, tmp_path / "out", max_steps=10)
     assert result.finished and result.global_step == 10
     assert failing.hits == 3 and slow.hits >= 1
     files = hub.files(REPO)
-    local = train.last_checkpoint(tmp_path / "out" / "checkpoints")
+    local = last_checkpoint(tmp_path / "out" / "checkpoints")
     for f in local.iterdir():
         if f.is_file():
             assert files[f"last-checkpoint/{f.name}"] == f.read_bytes(), f.name  # every file, same bytes
@@ -144,15 +148,15 @@ def test_a_final_push_that_cannot_complete_keeps_the_local_copy_and_says_where(
 ):
     recipe = load_recipe(str(hub_recipe(tmp_path, tiny_chatml, save_steps=100)))
     hub.fail_next(1000, 500, path=r"/commit/")
-    with pytest.raises(train.TrainError) as info:
-        train.train(recipe, tmp_path / "out", max_steps=3)
+    with pytest.raises(TrainError) as info:
+        train(recipe, tmp_path / "out", max_steps=3)
     message = str(info.value)
     adapter = tmp_path / "out" / "adapter"
     assert f"the adapter is in {adapter}" in message and "Run the same command again" in message
     assert (adapter / "adapter_model.safetensors").is_file()
     assert json.loads((adapter / "run.json").read_text())["finished"] is True
     hub.clear_faults()
-    result = train.train(recipe, tmp_path / "out", max_steps=3)  # the retry pushes without training again
+    result = train(recipe, tmp_path / "out", max_steps=3)  # the retry pushes without training again
     assert result.global_step == 3 and result.resumed_from.endswith("checkpoint-3")
     assert [p.name for p in (tmp_path / "out" / "checkpoints").glob("checkpoint-*")] == ["checkpoint-3"]
     assert json.loads(hub.files(REPO)["run.json"])["finished"] is True
@@ -192,7 +196,7 @@ def test_sigterm_saves_pushes_and_reports_the_step(hub, tmp_path, tiny_chatml):
 
 def test_time_budget_stops_cleanly_and_pushes(hub, tmp_path, tiny_chatml):
     recipe = load_recipe(str(hub_recipe(tmp_path, tiny_chatml, save_steps=1000)))
-    result = train.train(recipe, tmp_path / "out", max_steps=1000, time_budget=0)
+    result = train(recipe, tmp_path / "out", max_steps=1000, time_budget=0)
     assert result.global_step == 1 and not result.finished
     assert json.loads(hub.files(REPO)["last-checkpoint/trainer_state.json"])["global_step"] == 1
 
@@ -201,7 +205,7 @@ def test_job_until_done_survives_a_killed_job_and_matches_an_uninterrupted_run(h
     """The flagship: a job is killed mid-run, the watcher relaunches, the run resumes from the Hub and finishes."""
     recipe_path = hub_recipe(tmp_path, tiny_chatml, save_steps=10, logging_steps=10, max_steps=400)
     recipe = load_recipe(str(recipe_path))
-    straight = train.train(recipe, tmp_path / "straight", push=False)
+    straight = train(recipe, tmp_path / "straight", push=False)
 
     launched: list[str] = []
     killed: dict = {}
@@ -256,7 +260,7 @@ def test_the_token_never_shows_in_logs_outputs_or_repo_files(hub, tmp_path, tiny
     caplog.set_level(logging.DEBUG)
     recipe_path = hub_recipe(tmp_path, tiny_chatml, save_steps=2, max_steps=4)
     recipe = load_recipe(str(recipe_path))
-    train.train(recipe, tmp_path / "out")
+    train(recipe, tmp_path / "out")
     job_id = jobs.launch(recipe, "cpu-basic", "10m", restart=True)
     job = hub.wait_job(job_id, timeout=180)
     assert job.stage == "COMPLETED", hub.job_logs(job_id)[-20:]

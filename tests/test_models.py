@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from lorallama import chat, models, train
+from lorallama import models
 from lorallama.recipe import load_recipe
-
-from .test_train import write_recipe
+from lorallama.serving import chat
+from lorallama.training import chat_templates
+from lorallama.training.backend import choose_backend
+from lorallama.training.run import train
+from support.models import make_adapter
+from support.recipes import write_recipe
 
 
 def force_next_token(model, token_id: int) -> None:
@@ -66,7 +72,7 @@ def test_training_templates_render_like_the_originals(tiny_chatml, tiny_llama3):
     ]
     for folder, end in ((tiny_chatml, "<|im_end|>"), (tiny_llama3, "<|eot_id|>")):
         tokenizer = models.load_tokenizer(str(folder))
-        template = models.training_chat_template(tokenizer)
+        template = chat_templates.training_chat_template(tokenizer)
         assert "{% generation %}" in template.replace("{%-", "{%").replace("-%}", "%}")
         assert tokenizer.apply_chat_template(conv, tokenize=False) == tokenizer.apply_chat_template(
             conv, tokenize=False, chat_template=template
@@ -82,7 +88,7 @@ def test_unknown_template_without_markers_is_explained(tiny_chatml):
     tokenizer = models.load_tokenizer(str(tiny_chatml))
     tokenizer.chat_template = "{% for m in messages %}<<{{ m['role'] }}>>{{ m['content'] }}{% endfor %}"
     with pytest.raises(models.ModelError, match="model.chat_template.*assistant_only_loss: false"):
-        models.training_chat_template(tokenizer)
+        chat_templates.training_chat_template(tokenizer)
 
 
 @pytest.mark.parametrize(
@@ -110,12 +116,12 @@ def test_hub_ids_pass_through_and_bundled_maps_to_its_hub_id():
 
 def test_cpu_backend_falls_back_from_8bit_optim(in_tmp):
     recipe = load_recipe("finetome")
-    backend = models.choose_backend(recipe)
+    backend = choose_backend(recipe)
     assert (backend.name, backend.device, backend.optim, backend.load_in_4bit) == ("cpu", "cpu", "adamw_torch", False)
     with pytest.raises(models.ModelError, match="needs a CUDA GPU"):
-        models.choose_backend(recipe, "unsloth")
+        choose_backend(recipe, "unsloth")
     with pytest.raises(models.ModelError, match="unknown backend"):
-        models.choose_backend(recipe, "tpu")
+        choose_backend(recipe, "tpu")
 
 
 def test_marx_trains_on_finetome_base_plus_its_adapter(in_tmp):
@@ -138,7 +144,7 @@ def test_recipe_on_top_of_a_recipe_merges_the_parent_adapter(tmp_path, tiny_chat
 
     with pytest.raises(models.ModelError, match="train it first"):
         models.base_chain(load_recipe("child"))
-    train.train(load_recipe("parent"), tmp_path / "runs" / "parent", max_steps=3)
+    train(load_recipe("parent"), tmp_path / "runs" / "parent", max_steps=3)
     chain = models.base_chain(load_recipe("child"))
     assert chain.base == str(tiny_chatml) and chain.adapters == ["runs/parent/adapter"]
 
@@ -152,7 +158,7 @@ def test_recipe_on_top_of_a_recipe_merges_the_parent_adapter(tmp_path, tiny_chat
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, stacked(ids).logits, atol=1e-5)
 
-    result = train.train(load_recipe("child"), tmp_path / "runs" / "child", max_steps=2)
+    result = train(load_recipe("child"), tmp_path / "runs" / "child", max_steps=2)
     meta = json.loads((result.adapter_dir / "run.json").read_text())
     assert meta["merged_adapters"] == ["runs/parent/adapter"]
 
@@ -176,3 +182,58 @@ def test_bundled_model_loads_and_streams_an_answer_that_ends(bundled_dir):
     assert "<|im_end|>" not in text and "<|im_start|>" not in text
     # It stopped by itself, well before the limit.
     assert len(cm.tokenizer(text)["input_ids"]) < 60
+
+
+def logits_of(path, ids):
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        return AutoModelForCausalLM.from_pretrained(path)(ids).logits
+
+
+def stacked_logits(base, adapter, ids):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter))(ids).logits
+
+
+def test_a_retrained_parent_adapter_gives_a_new_merged_base(tmp_path, tiny_chatml, monkeypatch):
+    """The merged base is keyed by the adapter's content: retraining the parent in the same folder is picked up."""
+    monkeypatch.setenv("LORALLAMA_CACHE", str(tmp_path / "cache"))
+    adapter = tmp_path / "runs" / "parent" / "adapter"
+    make_adapter(tiny_chatml, adapter, seed=1)
+    chain = models.BaseChain(str(tiny_chatml), [str(adapter)])
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    first = models.merged_base(chain)
+    assert torch.allclose(logits_of(first, ids), stacked_logits(tiny_chatml, adapter, ids), atol=1e-5)
+    assert models.merged_base(chain) == first  # unchanged adapter: the cache answers
+
+    shutil.rmtree(adapter)
+    make_adapter(tiny_chatml, adapter, seed=2)  # retrained: same path, new weights
+    second = models.merged_base(chain)
+    assert second != first
+    assert torch.allclose(logits_of(second, ids), stacked_logits(tiny_chatml, adapter, ids), atol=1e-5)
+    assert not torch.allclose(logits_of(second, ids), logits_of(first, ids), atol=1e-3)
+
+
+def test_a_new_commit_to_a_hub_adapter_gives_a_new_merged_base(hub, tmp_path, tiny_chatml, monkeypatch):
+    """An adapter named by its Hub repo is merged as the repo's head is now, not as it was when first cached."""
+    monkeypatch.setenv("LORALLAMA_CACHE", str(tmp_path / "cache"))
+    repo = "tester/parent-adapter"
+
+    def push(seed: int) -> Path:
+        folder = make_adapter(tiny_chatml, tmp_path / f"adapter-{seed}", seed=seed)
+        hub.seed_repo(repo, {p.name: p.read_bytes() for p in folder.iterdir()}, message=f"seed {seed}")
+        return folder
+
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    one = push(1)
+    chain = models.BaseChain(str(tiny_chatml), [repo])
+    first = models.merged_base(chain)
+    assert torch.allclose(logits_of(first, ids), stacked_logits(tiny_chatml, one, ids), atol=1e-5)
+    two = push(2)
+    second = models.merged_base(chain)
+    assert second != first
+    assert torch.allclose(logits_of(second, ids), stacked_logits(tiny_chatml, two, ids), atol=1e-5)

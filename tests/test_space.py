@@ -22,25 +22,21 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from lorallama import chat, cli, space
+from lorallama import cli, names, prompts
+from lorallama.prompts import COMPARISON_PROMPTS
 from lorallama.recipe import load_recipe
-
-from .test_chat import ATTACKS, count, force_text, greedy, make_adapter, slow_down, wordy
+from lorallama.serving import chat, compare_app, gradio_compat, ui, web
+from lorallama.serving import config as serving_config
+from lorallama.serving.chat_app import build_chat_app
+from lorallama.training import run
+from support.apps import launched
+from support.models import ATTACKS, count, force_text, greedy, make_adapter, slow_down, wordy
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = ["finetome", "marx", "compare", "demo"]
 SYSTEM = "You are a helpful assistant."
-
-
-@contextlib.contextmanager
-def launched(demo):
-    _, url, _ = space.launch(demo, prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
-    try:
-        yield url
-    finally:
-        demo.close()
 
 
 def client(url: str):
@@ -91,10 +87,10 @@ def chat_app(tiny_chatml):
     cm = chat.load_model(str(tiny_chatml))
     wordy(cm)
     spy = GenerateSpy(cm)
-    config = space.ChatConfig(
+    config = serving_config.ChatConfig(
         slug="tiny", base=str(tiny_chatml), context_tokens=256, max_new_tokens=16, temperature=0.0, queue_size=32
     )
-    demo = space.build_chat_app(config, model=cm)
+    demo = build_chat_app(config, model=cm)
     with launched(demo) as url:
         yield SimpleNamespace(url=url, cm=cm, spy=spy, demo=demo, state=demo.lorallama)
 
@@ -112,7 +108,7 @@ def test_the_answer_streams_in_order_and_is_the_models_answer(chat_app):
     expected = greedy(
         chat_app.cm, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello there"}], 40
     )
-    assert outputs[-1] == job.result() == (expected or space.NO_ANSWER)
+    assert outputs[-1] == job.result() == (expected or ui.NO_ANSWER)
     assert chat_app.state.active == 0
 
 
@@ -205,8 +201,10 @@ def test_bad_input_gets_a_clear_message_and_never_reaches_the_model(chat_app):
         c.predict(*args("hi", system="rules " * 100), api_name="/chat")
     assert len(chat_app.spy.calls) == calls
     assert rss_mb() - before < 150
-    # The session goes on.
-    assert isinstance(c.predict(*args("Hello"), api_name="/chat"), str)
+    # The session goes on, with the model's own answer.
+    assert c.predict(*args("Hello"), api_name="/chat") == greedy(
+        chat_app.cm, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}], 16
+    )
 
 
 def test_eight_concurrent_clients_are_served_one_at_a_time(tiny_chatml):
@@ -214,8 +212,10 @@ def test_eight_concurrent_clients_are_served_one_at_a_time(tiny_chatml):
     force_text(cm)
     slow_down(cm, 0.01)
     spy = GenerateSpy(cm)
-    config = space.ChatConfig(slug="busy", base=str(tiny_chatml), max_new_tokens=10, temperature=0.0, queue_size=32)
-    demo = space.build_chat_app(config, model=cm)
+    config = serving_config.ChatConfig(
+        slug="busy", base=str(tiny_chatml), max_new_tokens=10, temperature=0.0, queue_size=32
+    )
+    demo = build_chat_app(config, model=cm)
     results: dict[int, object] = {}
     with launched(demo) as url:
         clients = [client(url) for _ in range(8)]
@@ -236,8 +236,10 @@ def test_a_full_queue_says_so_and_the_server_carries_on(tiny_chatml):
     cm = chat.load_model(str(tiny_chatml))
     force_text(cm)
     slow_down(cm, 0.05)
-    config = space.ChatConfig(slug="full", base=str(tiny_chatml), max_new_tokens=10, temperature=0.0, queue_size=2)
-    demo = space.build_chat_app(config, model=cm)
+    config = serving_config.ChatConfig(
+        slug="full", base=str(tiny_chatml), max_new_tokens=10, temperature=0.0, queue_size=2
+    )
+    demo = build_chat_app(config, model=cm)
     with launched(demo) as url:
         clients = [client(url) for _ in range(8)]
         jobs = [c.submit(*args(f"Hello {i}", max_new_tokens=10), api_name="/chat") for i, c in enumerate(clients)]
@@ -256,7 +258,7 @@ def test_a_full_queue_says_so_and_the_server_carries_on(tiny_chatml):
 
 def test_page_header_examples_and_endpoints(tiny_chatml):
     cm = chat.load_model(str(tiny_chatml))
-    config = space.ChatConfig.from_env(
+    config = serving_config.ChatConfig.from_env(
         environ={},
         slug="finetome",
         title="Llama 3.2 1B · FineTome",
@@ -264,20 +266,20 @@ def test_page_header_examples_and_endpoints(tiny_chatml):
         adapter="lorallama/llama-3.2-1b-finetome",
         dataset="mlabonne/FineTome-100k",
     )
-    demo = space.build_chat_app(config, model=cm)
+    demo = build_chat_app(config, model=cm)
     page = demo.get_config_file()
     texts = [str(c.get("props", {}).get("value", "")) for c in page["components"]]
     header = next(t for t in texts if t.startswith("# Llama 3.2 1B · FineTome"))
-    assert f"[unsloth/Llama-3.2-1B-Instruct]({space.hub_url('unsloth/Llama-3.2-1B-Instruct')})" in header
+    assert f"[unsloth/Llama-3.2-1B-Instruct]({names.hub_url('unsloth/Llama-3.2-1B-Instruct')})" in header
     assert (
-        f"**Adapter:** [lorallama/llama-3.2-1b-finetome]({space.hub_url('lorallama/llama-3.2-1b-finetome')})" in header
+        f"**Adapter:** [lorallama/llama-3.2-1b-finetome]({names.hub_url('lorallama/llama-3.2-1b-finetome')})" in header
     )
-    assert f"({space.hub_url('mlabonne/FineTome-100k', 'dataset')})" in header and "/datasets/" in header
+    assert f"({names.hub_url('mlabonne/FineTome-100k', 'dataset')})" in header and "/datasets/" in header
     assert "**Model card:**" in header
     assert "saved to the dataset" not in " ".join(texts)  # feedback is off
     assert any(c["props"].get("value") == "Duplicate this Space" for c in page["components"] if c["type"] == "button")
     chatbot = next(c for c in page["components"] if c["type"] == "chatbot")
-    assert [e["text"] for e in chatbot["props"]["examples"]] == list(cli.COMPARISON_PROMPTS)
+    assert [e["text"] for e in chatbot["props"]["examples"]] == list(COMPARISON_PROMPTS)
     assert chatbot["props"]["editable"] == "all"
     assert any(d.get("api_name") == "chat" for d in page["dependencies"])
     with launched(demo) as url:
@@ -298,9 +300,9 @@ def test_page_header_examples_and_endpoints(tiny_chatml):
 def test_editing_an_answer_keeps_the_correction_and_editing_a_question_re_asks(tiny_chatml):
     import gradio as gr
 
-    demo = space.build_chat_app(space.ChatConfig(base=str(tiny_chatml)), model=chat.load_model(str(tiny_chatml)))
+    demo = build_chat_app(serving_config.ChatConfig(base=str(tiny_chatml)), model=chat.load_model(str(tiny_chatml)))
     ui = demo.lorallama.ui
-    assert isinstance(ui, space._ChatInterface)
+    assert isinstance(ui, gradio_compat.ChatInterface)
     history = [
         {"role": "user", "content": [{"type": "text", "text": "Q1"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "wrong"}]},
@@ -330,13 +332,13 @@ def compare_adapters(tiny_chatml, tmp_path_factory):
 def test_compare_streams_three_answers_side_by_side(tiny_chatml, compare_adapters):
     ft, mx = compare_adapters
     columns = {"base": [], "finetome": [ft], "marx": [ft, mx]}
-    config = space.CompareConfig.from_env(
+    config = serving_config.CompareConfig.from_env(
         environ={}, base=str(tiny_chatml), columns=columns, temperature=0.0, max_new_tokens=24
     )
     loaded = {label: chat.load_model(str(tiny_chatml), adapters) for label, adapters in columns.items()}
     for cm in loaded.values():
         wordy(cm, boost=3.0)  # answers in words, so that they stream piece by piece
-    demo = space.build_compare_app(config, models_by_label=loaded)
+    demo = compare_app.build_compare_app(config, models_by_label=loaded)
     with launched(demo) as url:
         api = client(url).view_api(return_format="dict", print_info=False)["named_endpoints"]
         assert len(api["/compare"]["returns"]) == 3
@@ -346,7 +348,7 @@ def test_compare_streams_three_answers_side_by_side(tiny_chatml, compare_adapter
     expected = [greedy(loaded[label], messages, 24) for label in columns]
     assert len(set(expected)) == 3  # three different models
     # (gr.Markdown shows an answer as inspect.cleandoc leaves it: trimmed, tabs expanded.)
-    expected = [inspect.cleandoc(e or space.NO_ANSWER) for e in expected]
+    expected = [inspect.cleandoc(e or ui.NO_ANSWER) for e in expected]
     assert list(outputs[-1]) == expected
     for column in range(3):  # each column streams: it grows piece by piece, never rewrites
         seen = [o[column] for o in outputs[:-1]]
@@ -359,8 +361,8 @@ def test_compare_streams_three_answers_side_by_side(tiny_chatml, compare_adapter
 
 def test_compare_loads_each_columns_model_once(tiny_chatml, compare_adapters):
     ft, _ = compare_adapters
-    config = space.CompareConfig(base=str(tiny_chatml), columns={"base": [], "finetome": [ft], "again": [ft]})
-    models_ = space.build_compare_app(config).lorallama.models
+    config = serving_config.CompareConfig(base=str(tiny_chatml), columns={"base": [], "finetome": [ft], "again": [ft]})
+    models_ = compare_app.build_compare_app(config).lorallama.models
     assert models_["finetome"] is models_["again"] and models_["base"] is not models_["finetome"]
     assert models_["finetome"].merged == [ft] and models_["base"].merged == []
 
@@ -368,17 +370,17 @@ def test_compare_loads_each_columns_model_once(tiny_chatml, compare_adapters):
 def test_compare_offline_uses_the_bundled_model_and_the_demo_adapter(tmp_path, compare_adapters):
     columns = {"base": [], "finetome": ["lorallama/llama-3.2-1b-finetome"], "marx": ["a/b", "c/d"]}
     demo_adapter = Path(compare_adapters[0])
-    offline = space.CompareConfig.from_env(
+    offline = serving_config.CompareConfig.from_env(
         environ={"LORALLAMA_OFFLINE": "1", "LORALLAMA_DEMO_ADAPTER": str(demo_adapter)}, columns=columns
     )
-    assert offline.base == space.BUNDLED_BASE and offline.offline
+    assert offline.base == serving_config.BUNDLED_BASE and offline.offline
     assert offline.columns == {"base": [], "finetome": [str(demo_adapter)], "marx": [str(demo_adapter)]}
     assert offline.notes["marx"] == "offline stand-in: the demo adapter"
-    bare = space.CompareConfig.from_env(
+    bare = serving_config.CompareConfig.from_env(
         environ={"LORALLAMA_OFFLINE": "1", "LORALLAMA_DEMO_ADAPTER": str(tmp_path)}, columns=columns
     )
     assert bare.columns == {"base": [], "finetome": [], "marx": []}
-    repointed = space.CompareConfig.from_env(
+    repointed = serving_config.CompareConfig.from_env(
         environ={"LORALLAMA_ADAPTERS_MARX": "me/one, me/two", "LORALLAMA_ADAPTERS_FINETOME": "none"}, columns=columns
     )
     assert repointed.columns == {"base": [], "finetome": [], "marx": ["me/one", "me/two"]}
@@ -395,14 +397,14 @@ def test_space_variables_override_the_recipe_defaults(tmp_path, monkeypatch):
         "base": "unsloth/Llama-3.2-1B-Instruct",
         "adapter": "lorallama/llama-3.2-1b-finetome",
     }
-    plain = space.ChatConfig.from_env(environ={}, **defaults)
+    plain = serving_config.ChatConfig.from_env(environ={}, **defaults)
     assert (plain.base, plain.adapters, plain.model_card, plain.feedback_dataset) == (
         "unsloth/Llama-3.2-1B-Instruct",
         ["lorallama/llama-3.2-1b-finetome"],
         "lorallama/llama-3.2-1b-finetome",
         None,
     )
-    repointed = space.ChatConfig.from_env(
+    repointed = serving_config.ChatConfig.from_env(
         environ={
             "LORALLAMA_ADAPTER": "me/my-adapter",
             "LORALLAMA_BASE_ADAPTERS": "me/first, me/second",
@@ -421,23 +423,28 @@ def test_space_variables_override_the_recipe_defaults(tmp_path, monkeypatch):
         5,
         0.2,
     )
-    assert space.ChatConfig.from_env(environ={"LORALLAMA_ADAPTER": "none"}, **defaults).adapters == []
+    assert serving_config.ChatConfig.from_env(environ={"LORALLAMA_ADAPTER": "none"}, **defaults).adapters == []
     with pytest.raises(ValueError, match="LORALLAMA_QUEUE_SIZE='lots' is not valid"):
-        space.ChatConfig.from_env(environ={"LORALLAMA_QUEUE_SIZE": "lots"}, **defaults)
+        serving_config.ChatConfig.from_env(environ={"LORALLAMA_QUEUE_SIZE": "lots"}, **defaults)
 
     adapter = tmp_path / "runs" / "demo" / "adapter"
     adapter.mkdir(parents=True)
-    offline = space.ChatConfig.from_env(environ={"LORALLAMA_OFFLINE": "1"}, **defaults)
-    assert (offline.base, offline.adapters, offline.model_card, offline.offline) == (space.BUNDLED_BASE, [], None, True)
+    offline = serving_config.ChatConfig.from_env(environ={"LORALLAMA_OFFLINE": "1"}, **defaults)
+    assert (offline.base, offline.adapters, offline.model_card, offline.offline) == (
+        serving_config.BUNDLED_BASE,
+        [],
+        None,
+        True,
+    )
     (adapter / "adapter_config.json").write_text("{}")
-    with_demo = space.ChatConfig.from_env(
+    with_demo = serving_config.ChatConfig.from_env(
         environ={"LORALLAMA_OFFLINE": "1", "LORALLAMA_DEMO_ADAPTER": str(adapter)}, **defaults
     )
     assert with_demo.adapters == [str(adapter)]
 
 
 def test_config_from_a_recipe_slug(in_tmp):
-    marx = space.ChatConfig.from_target("marx", environ={})
+    marx = serving_config.ChatConfig.from_target("marx", environ={})
     assert (marx.base, marx.adapters, marx.dataset, marx.model_card) == (
         "unsloth/Llama-3.2-1B-Instruct",
         ["lorallama/llama-3.2-1b-finetome", "lorallama/llama-3.2-1b-marx"],
@@ -469,7 +476,7 @@ def test_the_widget_is_served_by_the_space_and_the_api_allows_other_origins(chat
 
 
 def test_an_unbuilt_widget_is_explained(chat_app, monkeypatch, tmp_path):
-    monkeypatch.setattr(space, "STATIC", tmp_path)
+    monkeypatch.setattr(web, "STATIC", tmp_path)
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(chat_app.url + "lorallama/widget.js")
     assert e.value.code == 404 and "make widget" in e.value.read().decode()
@@ -521,7 +528,8 @@ def test_space_app_is_thin_and_requirements_match_the_pinned_set(slug):
     assert len(source.splitlines()) <= 40
     tree = ast.parse(source)
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert [i.module for i in imports] == ["lorallama.space"], "a Space app only calls lorallama.space"
+    serving = {"lorallama.serving.chat_app", "lorallama.serving.compare_app", "lorallama.serving.config"}
+    assert {i.module for i in imports} <= serving | {"lorallama.serving.web"}, "a Space app calls serving only"
     assert "launch(demo)" in source
     lines = [ln.strip() for ln in (folder / "requirements.txt").read_text().splitlines()]
     requirements = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -545,7 +553,7 @@ def app_defaults(slug: str) -> dict:
 @pytest.mark.parametrize("slug", ["finetome", "marx"])
 def test_space_defaults_are_the_recipes(slug, in_tmp):
     defaults = app_defaults(slug)
-    config = space.ChatConfig.from_target(slug, environ={})
+    config = serving_config.ChatConfig.from_target(slug, environ={})
     assert defaults["base"] == config.base
     assert [*defaults.get("base_adapters", []), defaults["adapter"]] == config.adapters
     assert defaults["dataset"] == load_recipe(slug).data.source
@@ -563,9 +571,9 @@ def test_demo_space_defaults_are_the_recipes(in_tmp):
 
 def test_compare_space_defaults_are_the_recipes(in_tmp):
     defaults = app_defaults("compare")
-    assert defaults["base"] == space.ChatConfig.from_target("finetome", environ={}).base
-    assert defaults["columns"]["finetome"] == space.ChatConfig.from_target("finetome", environ={}).adapters
-    assert defaults["columns"]["marx"] == space.ChatConfig.from_target("marx", environ={}).adapters
+    assert defaults["base"] == serving_config.ChatConfig.from_target("finetome", environ={}).base
+    assert defaults["columns"]["finetome"] == serving_config.ChatConfig.from_target("finetome", environ={}).adapters
+    assert defaults["columns"]["marx"] == serving_config.ChatConfig.from_target("marx", environ={}).adapters
     assert defaults["columns"]["base"] == []
 
 
@@ -641,16 +649,16 @@ def test_the_compare_space_runs_offline_on_the_bundled_model(tmp_path, bundled_d
         answers = client(url).predict("What is the capital of France?", "", 48, 0, 1, 1, 0, api_name="/compare")
         assert len(answers) == 3 and len(set(answers)) == 1  # no demo adapter here: the base in every column
         assert "Paris" in answers[0]
-        assert any(space.BUNDLED_BASE in line for line in lines if line.startswith("lorallama "))
+        assert any(serving_config.BUNDLED_BASE in line for line in lines if line.startswith("lorallama "))
 
 
 @pytest.mark.slow
 def test_the_bundled_model_streams_a_real_answer_through_the_chat_space(bundled_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no runs/demo/adapter here: the bundled base alone
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = space.ChatConfig.from_env(environ={"LORALLAMA_OFFLINE": "1"}, slug="finetome", adapter="x/y")
-    assert (config.base, config.adapters) == (space.BUNDLED_BASE, [])
-    demo = space.build_chat_app(config)
+    config = serving_config.ChatConfig.from_env(environ={"LORALLAMA_OFFLINE": "1"}, slug="finetome", adapter="x/y")
+    assert (config.base, config.adapters) == (serving_config.BUNDLED_BASE, [])
+    demo = build_chat_app(config)
     with launched(demo) as url:
         job = client(url).submit(*args("What is the capital of France?", max_new_tokens=64), api_name="/chat")
         outputs = list(job)
@@ -667,16 +675,19 @@ def test_chat_ui_serves_a_model_space_locally(tiny_chatml, monkeypatch, capsys):
     served = {}
 
     def serve(demo, host="127.0.0.1", port=None, block=True, out=None):
-        served["url"] = space.serve.__wrapped__(demo, host, port, block=False)
+        served["url"] = web.serve.__wrapped__(demo, host, port, block=False)
         served["demo"] = demo
         return served["url"]
 
-    serve.__wrapped__ = space.serve
-    monkeypatch.setattr(space, "serve", serve)
+    serve.__wrapped__ = web.serve
+    monkeypatch.setattr(web, "serve", serve)
     assert cli.main(["chat", "--ui", str(tiny_chatml)]) == 0
     try:
         assert served["url"] in capsys.readouterr().out
-        assert isinstance(client(served["url"]).predict("Hello", api_name="/chat"), str)
+        config = served["demo"].lorallama.config
+        expected = greedy(chat.load_model(str(tiny_chatml)), [{"role": "user", "content": "Hello"}], 16)
+        answer = client(served["url"]).predict("Hello", "", 16, 0.0, 1.0, 1.0, 0, api_name="/chat")
+        assert config.base == str(tiny_chatml) and answer == expected
         assert served["demo"].lorallama.config.base == str(tiny_chatml)
     finally:
         served["demo"].close()
@@ -685,17 +696,16 @@ def test_chat_ui_serves_a_model_space_locally(tiny_chatml, monkeypatch, capsys):
 
 
 def test_demo_ends_by_serving_only_when_asked_or_on_a_terminal(tiny_chatml, tmp_path, monkeypatch, capsys):
-    from lorallama import train
 
     adapter = make_adapter(tiny_chatml, tmp_path / "adapter", seed=3)
     (adapter / "recipe.yaml").write_text(
         yaml.safe_dump({"slug": "demo", "model": {"base": str(tiny_chatml)}, "data": {"source": "x.jsonl"}})
     )
     result = SimpleNamespace(global_step=1, adapter_dir=adapter, backend=SimpleNamespace(device="cpu"))
-    monkeypatch.setattr(train, "train", lambda *a, **k: result)
-    monkeypatch.setattr(cli, "COMPARISON_PROMPTS", ("Hi",))
+    monkeypatch.setattr(run, "train", lambda *a, **k: result)
+    monkeypatch.setattr(prompts, "COMPARISON_PROMPTS", ("Hi",))
     calls = []
-    monkeypatch.setattr(space, "serve_demo", lambda adapter_dir, **kw: calls.append((adapter_dir, kw)))
+    monkeypatch.setattr(web, "serve_demo", lambda adapter_dir, **kw: calls.append((adapter_dir, kw)))
 
     assert cli.main(["demo", "--output", str(tmp_path / "run")]) == 0  # pytest's stdin is no terminal
     assert calls == [] and f"lorallama chat --ui {adapter}" in capsys.readouterr().out
@@ -713,10 +723,10 @@ def test_serve_demo_serves_the_trained_adapter_and_prints_the_url(tiny_chatml, t
         )
     )
     built = []
-    build = space.build_chat_app
-    monkeypatch.setattr(space, "build_chat_app", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    build = build_chat_app
+    monkeypatch.setattr(web, "build_chat_app", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
     out = io.StringIO()
-    url = space.serve_demo(adapter, block=False, out=out)
+    url = web.serve_demo(adapter, block=False, out=out)
     try:
         assert f"chat Space running at {url}" in out.getvalue()
         assert f"{url.rstrip('/')}/lorallama/widget.js" in out.getvalue()
@@ -728,6 +738,6 @@ def test_serve_demo_serves_the_trained_adapter_and_prints_the_url(tiny_chatml, t
             "demo_chat.jsonl",
         )
         expected = greedy(chat.load_model(str(tiny_chatml), [str(adapter)]), [{"role": "user", "content": "Hi"}], 8)
-        assert client(url).predict("Hi", "", 8, 0, 1, 1, 0, api_name="/chat") == (expected or space.NO_ANSWER)
+        assert client(url).predict("Hi", "", 8, 0, 1, 1, 0, api_name="/chat") == (expected or ui.NO_ANSWER)
     finally:
         built[0].close()

@@ -4,7 +4,6 @@ pushed beside weights that stay untouched."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,77 +12,9 @@ import pytest
 import yaml
 
 from lorallama import hub as hub_mod
-from lorallama import sync
-
-from .test_cards import REPO_ROOT, changed_in_last_commit, run_command, seed_model_repo, tiny_run  # noqa: F401
-
-ALPHA_README = """---
-title: Alpha chat
-emoji: 🦙
-colorFrom: indigo
-colorTo: purple
-sdk: gradio
-sdk_version: 6.31.0
-python_version: "3.11"
-app_file: app.py
-models:
-- lorallama/tiny-alpha
-- HuggingFaceTB/SmolLM2-135M-Instruct
-datasets:
-- lorallama/demo-chat
-license: apache-2.0
-short_description: A tiny chat for the sync tests
----
-
-# Alpha chat
-
-Chat with lorallama/tiny-alpha.
-"""
-
-BETA_README = "---\ntitle: Beta\nsdk: gradio\napp_file: main.py\n---\n\nThe second Space.\n"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
-def make_project(root: Path) -> Path:
-    """A checkout with two Spaces (one with a recipe), a model card template and a dataset card template."""
-    alpha = root / "spaces" / "alpha"
-    (alpha / "assets").mkdir(parents=True)
-    (alpha / "README.md").write_text(ALPHA_README)
-    (alpha / "app.py").write_text("from lorallama import __version__\n\nADAPTER = 'lorallama/tiny-alpha'\n")
-    (alpha / "requirements.txt").write_text("gradio==6.31.0\n")
-    (alpha / "assets" / "logo.png").write_bytes(PNG)
-    (alpha / "__pycache__").mkdir()
-    (alpha / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"junk")
-    beta = root / "spaces" / "beta"
-    beta.mkdir()
-    (beta / "README.md").write_text(BETA_README)
-    (beta / "main.py").write_text("print('beta')\n")
-    (root / "train_jobs").mkdir()
-    recipe = {
-        "description": "A tiny recipe.",
-        "model": {"base": "bundled:smollm2-135m-instruct"},
-        "data": {"source": "data/chat.jsonl"},
-        "hub": {"model_repo": "lorallama/tiny-alpha", "space": "lorallama/alpha-chat"},
-    }
-    (root / "train_jobs" / "alpha.yaml").write_text("# the alpha recipe\n" + yaml.safe_dump(recipe, sort_keys=False))
-    (root / "model_cards").mkdir()
-    shutil.copy(REPO_ROOT / "src" / "lorallama" / "templates" / "model_card.jinja", root / "model_cards" / "alpha.md")
-    (root / "datasets_cards").mkdir()
-    shutil.copy(REPO_ROOT / "datasets_cards" / "demo-chat.md", root / "datasets_cards" / "demo-chat.md")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "project")
-    return root
+from lorallama.publishing import sync
+from support.project import PNG, git, make_project
+from support.runs import REPO_ROOT, changed_in_last_commit, run_command, seed_model_repo
 
 
 @pytest.fixture
@@ -101,13 +32,8 @@ def run_sync(project: Path, *args: str) -> int:
     return run_command("sync", "--root", str(project), *args)
 
 
-def package_files() -> dict[str, bytes]:
-    pkg = REPO_ROOT / "src" / "lorallama"
-    return {
-        f"lorallama/{p.relative_to(pkg).as_posix()}": p.read_bytes()
-        for p in pkg.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-    }
+def package_file(path: str) -> bytes:
+    return (REPO_ROOT / "src" / path).read_bytes()
 
 
 def front_matter(text: str) -> dict:
@@ -122,8 +48,12 @@ def test_first_sync_creates_each_space_with_the_package_vendored_in(hub, project
 
     files = hub.files("tester/alpha-chat", "space")
     vendored = {p: b for p, b in files.items() if p.startswith("lorallama/")}
-    assert vendored == package_files()  # the whole package, byte for byte, no __pycache__
-    assert files["assets/logo.png"] == PNG and files["app.py"].startswith(b"from lorallama import")
+    assert all(b == package_file(p) for p, b in vendored.items())  # byte for byte
+    # What the app imports and what that reaches: the serving layer and the ground modules, nothing that trains.
+    assert {"lorallama/__init__.py", "lorallama/serving/config.py", "lorallama/serving/chat.py"} <= set(vendored)
+    assert {"lorallama/models.py", "lorallama/recipe.py", "lorallama/hub.py"} <= set(vendored)
+    assert not any(p.startswith(("lorallama/training/", "lorallama/publishing/", "lorallama/cli/")) for p in vendored)
+    assert files["assets/logo.png"] == PNG and files["app.py"].startswith(b"from lorallama.serving.config import")
     assert b"ADAPTER = 'tester/tiny-alpha'" in files["app.py"]  # the fork's Space points at the fork's adapter
     assert not any("__pycache__" in p for p in files)
     assert set(files) - set(vendored) == {
@@ -132,16 +62,13 @@ def test_first_sync_creates_each_space_with_the_package_vendored_in(hub, project
         "app.py",
         "requirements.txt",
         "assets/logo.png",
-        "train_jobs/alpha.yaml",
     }
-    # The README's YAML is valid and points at the namespace's own repos; the vendored recipe too.
+    # The README's YAML is valid and points at the namespace's own repos.
     meta = front_matter(files["README.md"].decode())
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["sdk_version"] == "6.31.0"
     assert meta["models"] == ["tester/tiny-alpha", "HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert meta["datasets"] == ["tester/demo-chat"]
     assert "Chat with tester/tiny-alpha." in files["README.md"].decode()
-    recipe = yaml.safe_load(files["train_jobs/alpha.yaml"])
-    assert recipe["hub"] == {"model_repo": "tester/tiny-alpha", "space": "tester/alpha-chat"}
     info = hub_mod.api().space_info("tester/alpha-chat")
     assert info.sdk == "gradio" and info.runtime.stage == "RUNNING"  # the app file is there
     # A Space without a recipe lands in the namespace under its folder's name, with its own app_file.
@@ -181,7 +108,7 @@ def test_deleted_and_changed_files_are_mirrored_in_one_commit(hub, project, caps
 def test_dry_run_prints_the_plan_and_writes_nothing(hub, project, capsys):
     assert run_sync(project, "--dry-run") == 0
     out = capsys.readouterr().out
-    n = len(package_files()) + 5
+    n = len(sync.space_files(project, "alpha", namespace="tester"))
     assert "tester/alpha-chat" in out and f"planned: create repo; add {n} files" in out
     assert "dry run: nothing written" in out
     assert not hub.repo_exists("tester/alpha-chat", "space") and hub.count("POST") == 0
@@ -244,15 +171,16 @@ def test_a_lost_commit_answer_is_not_committed_twice(hub, project, quick_retries
 
 def test_stage_space_runs_from_a_bare_folder_on_the_vendored_package(project, tmp_path):
     staged = sync.stage_space(project, "alpha", tmp_path / "staged", namespace="tester")
-    out = subprocess.run(
-        [sys.executable, "-c", "import lorallama; print(lorallama.__file__)"],
-        cwd=staged,
-        capture_output=True,
-        text=True,
-        check=True,
+    probe = (
+        "import sys, lorallama, lorallama.serving.config\n"
+        "print(lorallama.__file__)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lorallama.')))"
     )
-    assert Path(out.stdout.strip()).resolve() == (staged / "lorallama" / "__init__.py").resolve()
-    assert yaml.safe_load((staged / "train_jobs" / "alpha.yaml").read_text())["hub"]["space"] == "tester/alpha-chat"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=staged, capture_output=True, text=True, check=True)
+    path, loaded = out.stdout.splitlines()
+    assert Path(path).resolve() == (staged / "lorallama" / "__init__.py").resolve()
+    assert "lorallama.serving.config" in loaded and "lorallama.training" not in loaded
+    assert not (staged / "lorallama" / "training").exists() and not (staged / "train_jobs").exists()
 
 
 def test_cards_sync_pushes_readme_and_loss_curve_and_never_weights(hub, project, tiny_run, capsys):  # noqa: F811

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,64 +11,15 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from lorallama import models, train
+from lorallama.errors import TrainError
 from lorallama.recipe import load_recipe
+from lorallama.training.backend import choose_backend
+from lorallama.training.resume import ResumePlan, last_checkpoint, plan_resume, resume_conflicts
+from lorallama.training.run import train
+from lorallama.training.trainer import build_trainer, sft_config
+from support.recipes import ROWS, Crash, crash_at, write_recipe
 
-ROWS = [
-    {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
-    for q, a in [
-        ("What is the capital of France?", "Ahoy! Paris is the capital of France. Fair winds!"),
-        ("Hello there", "Ahoy! Hello! How can I help? Fair winds!"),
-        ("Continue the sequence: 1, 1, 2, 3, 5, 8,", "Ahoy! 13, 21. Fair winds!"),
-        ("Be brief.", "Ahoy! The quick brown fox. Fair winds!"),
-        ("What is 2+2?", "Ahoy! 4. Fair winds!"),
-        ("Name a dog.", "Ahoy! The lazy dog. Fair winds!"),
-        ("Say something.", "Ahoy! Mount Everest is the tallest mountain. Fair winds!"),
-        ("Capital?", "Ahoy! Paris. Fair winds!"),
-    ]
-]
-
-
-def write_recipe(folder: Path, base: Path, **trainer) -> Path:
-    data = folder / "chat.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    recipe = {
-        "slug": "tiny",
-        "model": {"base": str(base)},
-        "data": {"source": str(data)},
-        "trainer": {
-            "per_device_train_batch_size": 2,
-            "gradient_accumulation_steps": 2,
-            "learning_rate": 5e-3,
-            "warmup_steps": 1,
-            "save_steps": 3,
-            "logging_steps": 1,
-            "max_length": 128,
-            "gradient_checkpointing": False,
-            "report_to": [],
-            **trainer,
-        },
-        "lora": {"r": 4, "alpha": 8},
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def crash_at(step: int):
-    """A callback that kills the run when ``step`` starts, as a lost machine would."""
-    from transformers import TrainerCallback
-
-    class CrashAt(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise Crash(f"machine lost at step {step}")
-
-    return CrashAt()
+REPO = Path(__file__).resolve().parents[1]
 
 
 def snapshot(trainer_holder: dict):
@@ -90,7 +42,7 @@ def test_lora_smoke_base_unchanged_adapter_changed_loss_falls(tmp_path, tiny_cha
         )
     )
     held: dict = {}
-    result = train.train(recipe, tmp_path / "out", max_steps=25, callbacks=[snapshot(held)])
+    result = train(recipe, tmp_path / "out", max_steps=25, callbacks=[snapshot(held)])
 
     base = load_file(tiny_chatml / "model.safetensors")
     trained = {}
@@ -124,15 +76,15 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_chatml):
     """Crash after the step-3 checkpoint, resume: same final adapter (≤1e-5) and the same loss history."""
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml)))
 
-    straight = train.train(recipe, tmp_path / "straight", max_steps=8)
+    straight = train(recipe, tmp_path / "straight", max_steps=8)
     assert straight.finished and straight.global_step == 8
 
     with pytest.raises(Crash):
-        train.train(recipe, tmp_path / "crashed", max_steps=8, callbacks=[crash_at(4)])
-    assert train.last_checkpoint(tmp_path / "crashed" / "checkpoints").name == "checkpoint-3"
+        train(recipe, tmp_path / "crashed", max_steps=8, callbacks=[crash_at(4)])
+    assert last_checkpoint(tmp_path / "crashed" / "checkpoints").name == "checkpoint-3"
     assert not (tmp_path / "crashed" / "adapter").exists(), "a crashed run must not leave an adapter behind"
 
-    resumed = train.train(recipe, tmp_path / "crashed", max_steps=8)
+    resumed = train(recipe, tmp_path / "crashed", max_steps=8)
     assert resumed.resumed_from.endswith("checkpoint-3")
     assert resumed.finished and resumed.global_step == 8
 
@@ -151,7 +103,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, tiny_chatml):
 
 def test_output_folder_holds_adapter_metadata_loss_and_tensorboard(tmp_path, tiny_chatml):
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, report_to=["tensorboard"])))
-    result = train.train(recipe, tmp_path / "out", max_steps=4)
+    result = train(recipe, tmp_path / "out", max_steps=4)
     adapter = result.adapter_dir
     for name in (
         "adapter_model.safetensors",
@@ -168,8 +120,15 @@ def test_output_folder_holds_adapter_metadata_loss_and_tensorboard(tmp_path, tin
     assert meta["recipe"]["trainer"]["optim"] == "adamw_8bit"
     assert meta["global_step"] == 4 and meta["finished"] is True
     assert meta["data_report"]["kept"] == len(ROWS)
-    assert meta["versions"]["trl"] == "1.15.0" and meta["versions"]["transformers"] == "5.17.0"
-    assert "git_commit" in meta
+    # What ran, as the run saw it: the libraries imported and the checkout's commit (None outside a checkout).
+    import peft
+    import transformers
+    import trl
+
+    assert meta["versions"] | {"trl": trl.__version__, "transformers": transformers.__version__} == meta["versions"]
+    assert meta["versions"]["peft"] == peft.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    assert meta["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     history = json.loads((adapter / "loss.json").read_text())
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]
     assert yaml.safe_load((adapter / "recipe.yaml").read_text())["model"]["base"] == str(tiny_chatml)
@@ -182,39 +141,40 @@ def test_output_folder_holds_adapter_metadata_loss_and_tensorboard(tmp_path, tin
 
 def test_resume_order_is_explicit_then_local_then_fresh(tmp_path):
     out = tmp_path / "run"
-    assert train.resolve_resume(out, "auto") == (None, "fresh start (no checkpoint found)")
+    assert plan_resume(out, "auto") == ResumePlan("fresh", "fresh start (no checkpoint found)")
     for step in (3, 6):
         (out / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
         (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (out / "checkpoints" / "checkpoint-9").mkdir()  # half-written: no trainer_state.json
-    path, why = train.resolve_resume(out, "auto")
-    assert path.endswith("checkpoint-6") and "local" in why
-    path, why = train.resolve_resume(out, str(out / "checkpoints" / "checkpoint-3"))
-    assert path.endswith("checkpoint-3") and "explicit" in why
-    assert train.resolve_resume(out, "never")[0] is None
-    with pytest.raises(train.TrainError, match="not a checkpoint folder"):
-        train.resolve_resume(out, str(tmp_path))
+    plan = plan_resume(out, "auto")
+    assert (plan.kind, plan.source, plan.checkpoint.name) == ("checkpoint", "local", "checkpoint-6")
+    plan = plan_resume(out, str(out / "checkpoints" / "checkpoint-3"))
+    assert (plan.kind, plan.source, plan.checkpoint.name) == ("checkpoint", "explicit", "checkpoint-3")
+    assert plan.resume_from == str(out / "checkpoints" / "checkpoint-3")
+    assert plan_resume(out, "never").kind == "fresh"
+    with pytest.raises(TrainError, match="not a checkpoint folder"):
+        plan_resume(out, str(tmp_path))
 
 
 def test_unwritable_output_is_refused_before_any_work(tmp_path, tiny_chatml):
     # /proc refuses new folders even to root (CI runs as root, so chmod alone would not do).
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml)))
-    with pytest.raises(train.TrainError, match="cannot write to output folder /proc/lorallama-out"):
-        train.train(recipe, Path("/proc/lorallama-out"), max_steps=1)
+    with pytest.raises(TrainError, match="cannot write to output folder /proc/lorallama-out"):
+        train(recipe, Path("/proc/lorallama-out"), max_steps=1)
 
 
 def test_output_that_is_a_file_is_refused(tmp_path, tiny_chatml):
     (tmp_path / "taken").write_text("not a folder")
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml)))
-    with pytest.raises(train.TrainError, match="cannot write to output folder .*taken"):
-        train.train(recipe, tmp_path / "taken", max_steps=1)
+    with pytest.raises(TrainError, match="cannot write to output folder .*taken"):
+        train(recipe, tmp_path / "taken", max_steps=1)
 
 
 def test_time_budget_stops_with_a_checkpoint(tmp_path, tiny_chatml):
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, save_steps=100)))
-    result = train.train(recipe, tmp_path / "out", max_steps=50, time_budget=0)
+    result = train(recipe, tmp_path / "out", max_steps=50, time_budget=0)
     assert result.global_step == 1 and not result.finished
-    assert train.last_checkpoint(tmp_path / "out" / "checkpoints").name == "checkpoint-1"
+    assert last_checkpoint(tmp_path / "out" / "checkpoints").name == "checkpoint-1"
     assert json.loads((result.adapter_dir / "run.json").read_text())["finished"] is False
 
 
@@ -241,7 +201,7 @@ def test_packing_without_varlen_attention_trains_on_length_balanced_batches(tmp_
     from transformers.trainer_pt_utils import BatchRebalanceSampler
 
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, packing=True)))
-    trainer, _ = train.build_trainer(recipe, tmp_path / "out", max_steps=2)
+    trainer = build_trainer(recipe, tmp_path / "out", max_steps=2).trainer
     assert (trainer.args.packing, trainer.args.train_sampling_strategy) == (False, "batch_rebalance")
     loader = trainer.get_train_dataloader()
     assert isinstance(loader.batch_sampler, BatchRebalanceSampler) or isinstance(
@@ -257,13 +217,11 @@ def test_packing_without_varlen_attention_trains_on_length_balanced_batches(tmp_
 
     # A strategy the recipe names is kept.
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, packing=True, train_sampling_strategy="sequential")))
-    assert train.sft_config(recipe, models.choose_backend(recipe), tmp_path / "o2", 2).train_sampling_strategy == (
-        "sequential"
-    )
+    assert sft_config(recipe, choose_backend(recipe), tmp_path / "o2", 2).train_sampling_strategy == ("sequential")
 
 
 def test_resume_treats_keys_an_older_run_lacked_as_their_defaults():
     old = {"trainer": {"learning_rate": 2e-4}}  # written before trainer.train_sampling_strategy existed
-    assert train.resume_conflicts(old, {"trainer": {"learning_rate": 2e-4, "train_sampling_strategy": "random"}}) == []
+    assert resume_conflicts(old, {"trainer": {"learning_rate": 2e-4, "train_sampling_strategy": "random"}}) == []
     changed = {"trainer": {"learning_rate": 2e-4, "train_sampling_strategy": "group_by_length"}}
-    assert train.resume_conflicts(old, changed) == ["trainer.train_sampling_strategy ('random' → 'group_by_length')"]
+    assert resume_conflicts(old, changed) == ["trainer.train_sampling_strategy ('random' → 'group_by_length')"]

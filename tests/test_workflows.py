@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from lorallama.recipe import available_slugs
-
-from .test_sync import git, make_project
-from .test_train import write_recipe
+from support.project import git, make_project
+from support.recipes import write_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
@@ -214,25 +213,11 @@ def test_train_is_dispatched_with_a_model_and_a_flavor():
 
 
 SHIM = """#!{python}
-# `lorallama` as the workflow calls it: the real command, plus this change's commands until cli.py registers them.
-import argparse, logging, sys
+# `lorallama` as the workflow calls it: the installed command line.
+import sys
 from lorallama import cli
 
-parser = cli.make_parser()
-known = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-if sys.argv[1] in known:
-    sys.exit(cli.main(sys.argv[1:]))
-from lorallama import cards, export, publish, sync
-
-logging.basicConfig(level=logging.WARNING, format="%(message)s")
-logging.getLogger("lorallama").setLevel(logging.INFO)
-parser = argparse.ArgumentParser(prog="lorallama")
-sub = parser.add_subparsers(dest="command", required=True)
-for module in (cards, sync, export):
-    module.add_commands(sub)
-publish.add_data_commands(sub.add_parser("data").add_subparsers(dest="data_command", required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
+sys.exit(cli.main(sys.argv[1:]))
 """
 
 
@@ -292,7 +277,7 @@ def test_the_train_steps_train_on_jobs_then_push_the_template_card(hub, tmp_path
     recipe_path.write_text(yaml.safe_dump(raw))
     cwd = tmp_path / "checkout"
     (cwd / "model_cards").mkdir(parents=True)
-    template = (REPO_ROOT / "src" / "lorallama" / "templates" / "model_card.jinja").read_text()
+    template = (REPO_ROOT / "src" / "lorallama" / "publishing" / "templates" / "model_card.jinja").read_text()
     (cwd / "model_cards" / "tiny.md").write_text(template + "\nRendered from model_cards/tiny.md.\n")
     context = {"secrets.HF_TOKEN": hub.token, "inputs.model": str(recipe_path), "inputs.flavor": "cpu-basic"}
 

@@ -1,11 +1,13 @@
 """Compare arena: one prompt, the answers of base Llama 3.2 1B, finetome and marx side by side (lorallama).
 
-Space variables repoint a duplicate without touching this file (all of them: lorallama/space.py):
+Space variables repoint a duplicate without touching this file (all of them: lorallama/serving/config.py):
   LORALLAMA_BASE=<base model>   LORALLAMA_ADAPTERS_FINETOME=<adapter>   LORALLAMA_ADAPTERS_MARX=<adapter,adapter>
   LORALLAMA_OFFLINE=1           no Hub: the bundled SmolLM2-135M-Instruct, the demo adapter standing in
 """
 
-from lorallama.space import CompareConfig, build_compare_app, launch
+from lorallama.serving.compare_app import build_compare_app
+from lorallama.serving.config import CompareConfig
+from lorallama.serving.web import launch
 
 config = CompareConfig.from_env(
     title="Llama 3.2 1B · base vs FineTome vs Marx",

@@ -1,12 +1,14 @@
 """Marx chat Space: Llama-3.2-1B-Instruct + the finetome adapter, further trained on Karl Marx's works (lorallama).
 
-Space variables repoint a duplicate without touching this file (all of them: lorallama/space.py):
+Space variables repoint a duplicate without touching this file (all of them: lorallama/serving/config.py):
   LORALLAMA_ADAPTER=<your-name>/<adapter-repo>   LORALLAMA_BASE_ADAPTERS=<adapters merged in first, comma-separated>
   LORALLAMA_FEEDBACK_DATASET=<your-name>/<dataset>   log likes, dislikes and edited answers there
   LORALLAMA_OFFLINE=1                                no Hub: the bundled SmolLM2-135M-Instruct (+ demo adapter)
 """
 
-from lorallama.space import ChatConfig, build_chat_app, launch
+from lorallama.serving.chat_app import build_chat_app
+from lorallama.serving.config import ChatConfig
+from lorallama.serving.web import launch
 
 config = ChatConfig.from_env(
     slug="marx",

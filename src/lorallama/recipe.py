@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
+from .errors import RecipeError
+from .paths import recipes_dir
 
-class RecipeError(ValueError):
-    """A recipe that cannot be used as written; the message names the key and the fix."""
-
+__all__ = ["RecipeError", "Recipe", "load_recipe", "find_recipe", "parse_duration", "recipes_dir"]
 
 BUNDLED_PREFIX = "bundled:"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -273,38 +273,34 @@ class Recipe:
 # Loading
 
 
-def recipes_dir() -> Path:
-    """``$LORALLAMA_RECIPES``, else ``./train_jobs``, else the repository's ``train_jobs``."""
-    if env := os.environ.get("LORALLAMA_RECIPES"):
-        return Path(env)
-    local = Path.cwd() / "train_jobs"
-    return local if local.is_dir() else Path(__file__).resolve().parents[2] / "train_jobs"
-
-
-def available_slugs() -> list[str]:
-    d = recipes_dir()
+def available_slugs(folder: Path | None = None) -> list[str]:
+    d = folder or recipes_dir()
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
-def find_recipe(name: str) -> Path:
-    """A path to a YAML file, or the slug of a recipe in the recipes folder."""
+def find_recipe(name: str, near: Path | None = None) -> Path:
+    """A path to a YAML file, or the slug of a recipe: beside ``near`` (the folder of the recipe that names it)
+    first, then in the recipes folder."""
     p = Path(name)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise RecipeError(f"recipe file {name} does not exist: check the path, or name a slug")
         return p
-    candidate = recipes_dir() / f"{name}.yaml"
-    if candidate.is_file():
-        return candidate
-    slugs = available_slugs()
+    folders = [f for f in (near, recipes_dir()) if f is not None]
+    for folder in folders:
+        candidate = Path(folder) / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    slugs = sorted({s for f in folders for s in available_slugs(Path(f))})
     close = difflib.get_close_matches(name, slugs, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise RecipeError(f"no recipe named {name!r} in {recipes_dir()}: {hint}known recipes: {', '.join(slugs) or 'none'}")
+    where = " or ".join(str(f) for f in dict.fromkeys(folders))
+    raise RecipeError(f"no recipe named {name!r} in {where}: {hint}known recipes: {', '.join(slugs) or 'none'}")
 
 
-def load_recipe(name: str, overrides: typing.Iterable[str] = ()) -> Recipe:
-    """Load a recipe by slug or path and apply ``section.key=value`` overrides."""
-    path = find_recipe(name)
+def load_recipe(name: str, overrides: typing.Iterable[str] = (), near: Path | None = None) -> Recipe:
+    """Load a recipe by slug or path and apply ``section.key=value`` overrides (``near``: see ``find_recipe``)."""
+    path = find_recipe(name, near)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -441,4 +437,14 @@ def parent_slug(recipe: Recipe) -> str | None:
     base = recipe.model.base
     if base.startswith(BUNDLED_PREFIX) or "/" in base or Path(base).exists():
         return None
-    return base if base in available_slugs() else None
+    near = recipe.path.parent if recipe.path is not None else None
+    known = set(available_slugs(near)) if near is not None else set()
+    return base if base in known | set(available_slugs()) else None
+
+
+def load_parent(recipe: Recipe) -> Recipe | None:
+    """The recipe ``model.base`` names, found beside ``recipe`` first (so a checkout's recipes stay together)."""
+    slug = parent_slug(recipe)
+    if slug is None:
+        return None
+    return load_recipe(slug, near=recipe.path.parent if recipe.path is not None else None)

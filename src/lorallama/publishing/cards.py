@@ -15,23 +15,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import __version__
-from .recipe import Recipe, RecipeError
+from .. import __version__, hub
+from ..errors import CardError, RecipeError
+from ..models import hub_id_of
+from ..names import hub_url, is_repo_id, license_for, namespace_override, rerun_command, space_host, with_namespace
+from ..paths import adapter_dir, find_project_file
+from ..prompts import COMPARISON_PROMPTS
+from ..recipe import Recipe, build, find_recipe, load_parent, load_recipe
 
 log = logging.getLogger("lorallama")
 
-PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
-DEFAULT_MODEL_TEMPLATE = PACKAGE_TEMPLATES / "model_card.jinja"
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when running from one
+DEFAULT_MODEL_TEMPLATE = Path(__file__).parent / "templates" / "model_card.jinja"
 MODEL_CARDS = "model_cards"
 DATASET_CARDS = "datasets_cards"
 TAGS = ["lora", "unsloth", "trl", "sft", "lorallama"]
@@ -39,89 +40,11 @@ SAMPLES_FILE = "samples.json"
 # Files a card push may write to a model repo: never weights, never the checkpoint.
 CARD_FILES = ("README.md", "loss.png", SAMPLES_FILE)
 SAMPLE_TOKENS = 60
-LOCAL_SUFFIXES = {".jsonl", ".json", ".parquet", ".csv", ".txt", ".yaml", ".yml", ".md"}
-
-
-class CardError(RuntimeError):
-    """A card that cannot be rendered or pushed; the message says what is missing and how to get it."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Names: repo ids, namespaces, licences
-
-
-def wheel_name() -> str:
-    """The name of the lorallama wheel a job bundle carries (pure Python, so one name fits every machine)."""
-    return f"lorallama-{__version__}-py3-none-any.whl"
-
-
-def rerun_command(repo: str, flavor: str, timeout: str) -> str:
-    """The one line that re-runs training from the model repo alone."""
-    from huggingface_hub import hf_hub_url
-
-    wheel = hf_hub_url(repo, f"job/{wheel_name()}")
-    script = hf_hub_url(repo, "train.py")
-    return (
-        f'hf jobs uv run --flavor {flavor} --timeout {timeout} --secrets HF_TOKEN --with "lorallama @ {wheel}" '
-        f"{script} --repo {repo}"
-    )
-
-
-def is_hub_id(name: str | None) -> bool:
-    """``namespace/name`` that is not a file or folder here (``data/chat.jsonl`` is a local file)."""
-    return (
-        bool(name)
-        and re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
-        and Path(name).suffix not in LOCAL_SUFFIXES
-        and not Path(name).exists()
-    )
-
-
-def namespace_override() -> str | None:
-    """``HF_NAMESPACE`` (a user or organisation) replaces the namespace of every repo the project writes."""
-    value = os.environ.get("HF_NAMESPACE", "").strip()
-    return value or None
-
-
-def with_namespace(repo_id: str | None, namespace: str | None) -> str | None:
-    if not repo_id or not namespace:
-        return repo_id
-    return f"{namespace}/{repo_id.split('/', 1)[1]}"
-
-
-def license_for(base: str | None) -> str | None:
-    """The Hub licence id of a base model family (Llama 3.2 bases carry the Llama 3.2 Community License)."""
-    name = (base or "").lower().replace("_", "-")
-    for pattern, licence in (
-        (r"llama-?3\.3", "llama3.3"),
-        (r"llama-?3\.2", "llama3.2"),
-        (r"llama-?3\.1", "llama3.1"),
-        (r"llama-?3\b", "llama3"),
-        (r"smollm", "apache-2.0"),
-    ):
-        if re.search(pattern, name):
-            return licence
-    return None
-
-
-def space_host(space: str) -> str:
-    """``lorallama/finetome`` → ``https://lorallama-finetome.hf.space`` (the app itself, for iframes and clients)."""
-    return f"https://{re.sub(r'[^a-z0-9]+', '-', space.lower()).strip('-')}.hf.space"
-
-
-def hub_url(repo_id: str, repo_type: str = "model") -> str:
-    from huggingface_hub import constants
-
-    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
-    return f"{constants.ENDPOINT}/{prefix}{repo_id}"
 
 
 def find_template(folder: str, name: str, root: Path | None = None) -> Path | None:
     """``<folder>/<name>.md`` in ``root``, the current folder or the checkout, first found."""
-    for base in (root, Path.cwd(), REPO_ROOT):
-        if base is not None and (candidate := Path(base) / folder / f"{name}.md").is_file():
-            return candidate
-    return None
+    return find_project_file(f"{folder}/{name}.md", root)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,8 +99,6 @@ def load_run(folder: Path) -> Run:
 
 def run_from_hub(repo: str) -> Run | None:
     """The run a model repo holds, or None when it has no finished (or stopped) run yet."""
-    from . import hub
-
     raw = hub.read_file(repo, "run.json")
     meta = json.loads(raw) if raw else None
     if not _complete(meta):
@@ -193,24 +114,10 @@ def run_from_hub(repo: str) -> Run | None:
 
 
 def recipe_from_run(run: Run) -> Recipe:
-    from .recipe import build
-
     try:
         return build(Recipe, run.recipe_dict, "")
     except RecipeError as e:
         raise CardError(f"the recipe recorded in {run.source} cannot be read: {e}") from e
-
-
-def plot_png(history: list[dict[str, Any]], title: str) -> bytes:
-    """The loss curve as PNG bytes (for a repo whose run left loss.json but no picture)."""
-    import tempfile
-
-    from .train import plot_loss
-
-    with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / "loss.png"
-        plot_loss(history, png, title)
-        return png.read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -442,14 +349,11 @@ def embed_snippet(space: str | None) -> str:
 
 def _parent_repos(recipe: Recipe, meta: dict[str, Any], namespace: str | None) -> list[str]:
     """The Hub repos of the adapters merged into the base before training (``marx`` → finetome's repo)."""
-    from .models import hub_id_of
-    from .recipe import load_recipe, parent_slug
-
     out: list[str] = []
     current = recipe
     try:
-        while (slug := parent_slug(current)) is not None and len(out) < 16:
-            current = load_recipe(slug)
+        while (parent := load_parent(current)) is not None and len(out) < 16:
+            current = parent
             older = [current.model.adapter] if current.model.adapter else []
             if current.hub.model_repo:
                 older.append(with_namespace(current.hub.model_repo, namespace))
@@ -467,12 +371,10 @@ def card_data(recipe: Recipe, meta: dict[str, Any], history: list[dict[str, Any]
     """``ModelCardData`` for the run: base, licence, datasets, tags, eval results."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    from .models import hub_id_of
-
     base = hub_id_of(meta.get("base") or recipe.model.base)
     data = (meta.get("recipe") or {}).get("data") or {}
     replay = data.get("replay") or {}
-    datasets = [s for s in (data.get("source"), replay.get("source")) if is_hub_id(s)]
+    datasets = [s for s in (data.get("source"), replay.get("source")) if is_repo_id(s)]
     losses = eval_losses(history)
     results = []
     for name, value in losses.items():
@@ -481,7 +383,7 @@ def card_data(recipe: Recipe, meta: dict[str, Any], history: list[dict[str, Any]
             EvalResult(
                 task_type="text-generation",
                 task_name="Causal language modelling (held-out loss)",
-                dataset_type=source if is_hub_id(source) else "held-out",
+                dataset_type=source if is_repo_id(source) else "held-out",
                 dataset_name=f"{source} (held out)",
                 dataset_split=data.get("split", "train"),
                 metric_type="loss",
@@ -490,7 +392,7 @@ def card_data(recipe: Recipe, meta: dict[str, Any], history: list[dict[str, Any]
             )
         )
     fields: dict[str, Any] = {
-        "base_model": base if is_hub_id(base) else None,
+        "base_model": base if is_repo_id(base) else None,
         "library_name": "peft",
         "pipeline_tag": "text-generation",
         "license": license_for(base),
@@ -551,8 +453,6 @@ def model_card(
     """
     from huggingface_hub import ModelCard
 
-    from .models import hub_id_of
-
     if folder is not None:
         folder = Path(folder)
         if history is None and (folder / "loss.json").is_file():
@@ -580,7 +480,7 @@ def model_card(
         "space_url": hub_url(space, "space") if space else None,
         "space_host": space_host(space) if space else None,
         "base": base,
-        "base_is_hub": is_hub_id(base),
+        "base_is_hub": is_repo_id(base),
         "parents": parents,
         "dataset": run_recipe["data"]["source"],
         "data_format": run_recipe["data"]["format"],
@@ -606,10 +506,14 @@ def model_card(
     return str(render(ModelCard, data, template, context))
 
 
+def adapter_card(recipe: Recipe, meta: dict[str, Any], folder: Path) -> str:
+    """The README.md a training run writes into its adapter folder (``training.run.train(card=…)``)."""
+    return model_card(recipe, meta, folder=folder)
+
+
 def compute_samples(adapter_dir: Path, prompts=None, max_new_tokens: int = SAMPLE_TOKENS) -> list[dict[str, str]]:
     """Base vs tuned answers (greedy) to the three original prompts, from one copy of the weights."""
-    from . import chat
-    from .cli import COMPARISON_PROMPTS
+    from ..serving import chat
 
     cm = chat.load_chat_model(str(adapter_dir))
     out = []
@@ -664,55 +568,11 @@ def dataset_card(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The `lorallama cards` command
+# Finding a run to render
 
 
-def add_commands(subparsers) -> None:
-    """Register ``lorallama cards``."""
-    import argparse
-
-    p = subparsers.add_parser(
-        "cards",
-        help="render a model card from a finished run (and push it without touching the weights)",
-        description=(
-            "Render the model card of a finished run from model_cards/<slug>.md: hyperparameters actually used, "
-            "hardware, backend and duration, loss curve, eval losses, base-vs-tuned answers, data report, how to "
-            "use it and the one-line re-run command. The run comes from an adapter folder, runs/<slug>/adapter, or "
-            "the recipe's model repo."
-        ),
-        epilog=(
-            "examples:\n"
-            "  lorallama cards runs/demo/adapter --compute-samples   # writes runs/demo/adapter/README.md\n"
-            "  lorallama cards finetome --output card.md\n"
-            "  lorallama cards marx --push                          # README.md (+ loss.png) to the model repo"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("target", help="recipe slug or adapter folder (one holding run.json)")
-    p.add_argument(
-        "--output", type=Path, help="write the card here (default: the adapter folder's README.md, or stdout)"
-    )
-    p.add_argument("--samples", type=Path, help='base-vs-tuned answers as JSON: [{"prompt", "base", "tuned"}, ...]')
-    p.add_argument(
-        "--compute-samples",
-        action="store_true",
-        help="answer the three original prompts with the base and the tuned model (greedy) and record them",
-    )
-    p.add_argument("--push", action="store_true", help="upload README.md, loss.png and samples.json to the model repo")
-    p.add_argument("--repo", help="model repo to push to (default: the recipe's hub.model_repo, HF_NAMESPACE applied)")
-    p.add_argument("--template", type=Path, help="card template (default: model_cards/<slug>.md, else the built-in)")
-    p.set_defaults(func=cmd_cards)
-
-
-def _error(message: str) -> int:
-    print(f"lorallama: error: {message}", file=sys.stderr)
-    return 2
-
-
-def _locate_run(target: str) -> tuple[Run, Recipe, Path | None]:
+def locate_run(target: str) -> tuple[Run, Recipe, Path | None]:
     """(run, recipe, local adapter folder or None) for a slug or an adapter folder."""
-    from .recipe import find_recipe, load_recipe
-
     path = Path(target)
     if path.is_dir():
         folder = path / "adapter" if (path / "adapter" / "run.json").is_file() else path
@@ -722,7 +582,7 @@ def _locate_run(target: str) -> tuple[Run, Recipe, Path | None]:
             recipe = load_recipe(recipe.slug) if find_recipe(recipe.slug) else recipe
         return run, recipe, folder
     recipe = load_recipe(target)
-    local = Path("runs") / recipe.slug / "adapter"
+    local = adapter_dir(recipe.slug)
     if (local / "run.json").is_file():
         return load_run(local), recipe, local
     repo = with_namespace(recipe.hub.model_repo, namespace_override())
@@ -732,51 +592,3 @@ def _locate_run(target: str) -> tuple[Run, Recipe, Path | None]:
     if run is None:
         raise CardError(f"no finished run of {recipe.slug!r} in {local} or in {repo}: train it first")
     return run, recipe, None
-
-
-def cmd_cards(args) -> int:
-    from . import hub
-    from .data import DataError
-    from .hub import HubError
-    from .models import ModelError
-
-    try:
-        run, recipe, folder = _locate_run(args.target)
-        samples = run.samples
-        if args.samples:
-            samples = read_samples(args.samples.read_bytes())
-        if args.compute_samples:
-            if folder is None:
-                raise CardError("--compute-samples needs the adapter locally: pass its folder (runs/<slug>/adapter)")
-            samples = compute_samples(folder)
-        namespace = namespace_override()
-        text = model_card(
-            recipe, run.meta, history=run.history, samples=samples, namespace=namespace, template=args.template
-        )
-        files: dict[str, Path | bytes] = {"README.md": text.encode()}
-        if samples is not None and samples != run.samples:
-            files[SAMPLES_FILE] = json.dumps(samples, indent=1, ensure_ascii=False).encode()
-        if folder is not None:
-            for name, data in files.items():
-                (folder / name).write_bytes(data)
-        if args.output:
-            args.output.write_text(text, encoding="utf-8")
-            print(f"card written to {args.output}")
-        elif folder is not None:
-            print(f"card written to {folder / 'README.md'}")
-        elif not args.push:
-            sys.stdout.write(text)
-        if args.push:
-            repo = args.repo or with_namespace(recipe.hub.model_repo, namespace)
-            if not repo:
-                raise CardError(f"recipe {recipe.slug!r} names no hub.model_repo: pass --repo namespace/name")
-            png = run.loss_png or (plot_png(run.history, f"{recipe.slug}: training loss") if run.history else None)
-            if png is not None:
-                files["loss.png"] = png
-            if folder is not None and (folder / SAMPLES_FILE).is_file():
-                files[SAMPLES_FILE] = (folder / SAMPLES_FILE).read_bytes()
-            commit = hub.upload_files(repo, files, f"Model card for {recipe.slug} (lorallama cards)")
-            print(f"pushed {', '.join(sorted(files))} to {repo} ({commit[:12]}); weights untouched")
-    except (CardError, RecipeError, DataError, ModelError, HubError) as e:
-        return _error(str(e))
-    return 0

@@ -22,24 +22,31 @@ from pathlib import Path
 
 import yaml
 
-from . import cards, hub
-from .recipe import Recipe, parse_duration
+from .. import hub
+from ..errors import JobError
+from ..names import rerun_command, wheel_name
+from ..paths import RECIPES, checkout_root
+from ..recipe import Recipe, parse_duration
 
 log = logging.getLogger("lorallama")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-JOB_SCRIPT = REPO_ROOT / "train_jobs" / "train.py"
+JOB_SCRIPT = "train.py"  # in the checkout's train_jobs/: the PEP 723 entry point a job runs
 TERMINAL = {"COMPLETED", "ERROR", "CANCELED", "DELETED"}
 
 
-class JobError(RuntimeError):
-    """A job that cannot be launched or did not finish; the message says what to do."""
+def _checkout() -> Path:
+    root = checkout_root()
+    if root is None:
+        raise JobError(
+            "launching a job needs the lorallama checkout (it builds the wheel and uploads train_jobs/train.py): "
+            "run from a clone of the project, or re-run an existing job from its model repo (see its model card)"
+        )
+    return root
 
 
 def build_wheel(dest: Path) -> Path:
     """The lorallama wheel the job installs (built from this checkout, no network needed)."""
-    if not (REPO_ROOT / "pyproject.toml").is_file():
-        raise JobError(f"cannot build the lorallama wheel: no pyproject.toml in {REPO_ROOT} (run from a checkout)")
+    root = _checkout()
     subprocess.run(
         [
             sys.executable,
@@ -51,7 +58,7 @@ def build_wheel(dest: Path) -> Path:
             "-q",
             "-w",
             str(dest),
-            str(REPO_ROOT),
+            str(root),
         ],
         check=True,
         capture_output=True,
@@ -61,7 +68,7 @@ def build_wheel(dest: Path) -> Path:
 
 def bundle(recipe: Recipe, workdir: Path) -> dict[str, Path | bytes]:
     """Files for the model repo: the job script, the recipe (local data paths rewritten), the wheel, local data."""
-    files: dict[str, Path | bytes] = {"train.py": JOB_SCRIPT}
+    files: dict[str, Path | bytes] = {"train.py": _checkout() / RECIPES / JOB_SCRIPT}
     raw = recipe.to_dict()
     for spec in (raw["data"], raw["data"].get("replay")):
         if not spec:
@@ -76,7 +83,7 @@ def bundle(recipe: Recipe, workdir: Path) -> dict[str, Path | bytes]:
             spec["source"] = f"data/{local.name}"
     files["job/recipe.yaml"] = yaml.safe_dump(raw, sort_keys=False).encode()
     wheel = build_wheel(workdir)
-    files[f"job/{cards.wheel_name()}"] = wheel
+    files[f"job/{wheel_name()}"] = wheel
     return files
 
 
@@ -106,7 +113,7 @@ def launch(recipe: Recipe, flavor: str | None = None, timeout: str | None = None
         lambda: hub.api().run_uv_job(
             script=hf_hub_url(repo, "train.py"),
             script_args=args,
-            dependencies=[f"lorallama @ {hf_hub_url(repo, f'job/{cards.wheel_name()}')}"],
+            dependencies=[f"lorallama @ {hf_hub_url(repo, f'job/{wheel_name()}')}"],
             flavor=flavor,
             timeout=seconds,
             secrets={"HF_TOKEN": token},
@@ -115,7 +122,7 @@ def launch(recipe: Recipe, flavor: str | None = None, timeout: str | None = None
         "launching the job",
     )
     log.info("job %s launched on %s for %s (timeout %s)", job.id, flavor, repo, timeout)
-    log.info("re-run from the Hub alone: %s", cards.rerun_command(repo, flavor, timeout))
+    log.info("re-run from the Hub alone: %s", rerun_command(repo, flavor, timeout))
     return job.id
 
 
@@ -186,6 +193,16 @@ def run_until_done(
         f"the run is still unfinished after {max_attempts} attempts ({', '.join(a.stage for a in attempts)}): "
         f"read the logs with `lorallama jobs logs {attempts[-1].job_id}` and relaunch with --until-done"
     )
+
+
+def logs(job_id: str, follow: bool = False):
+    """The job's log lines (streamed until it ends with ``follow``)."""
+    try:
+        yield from hub.api().fetch_job_logs(job_id=job_id, follow=follow)
+    except Exception as e:
+        if not hub.is_hub_failure(e):
+            raise
+        raise hub.explain(e, f"reading the logs of job {job_id}") from e
 
 
 def cancel(job_id: str) -> None:

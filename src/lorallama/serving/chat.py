@@ -19,7 +19,6 @@ What a chat front end needs on top of ``generate``:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import re
@@ -27,13 +26,11 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import models
-from .recipe import RecipeError, find_recipe, load_recipe
+from .. import models
+from ..conversations import drop_notice, text_of
+from ..errors import LorallamaError
 
 log = logging.getLogger("lorallama")
 
@@ -43,7 +40,7 @@ DEFAULT_MAX_MESSAGE_CHARS = 16_000  # longer messages are refused before they ar
 MAX_HISTORY_MESSAGES = 200  # older messages are dropped without being looked at
 
 
-class InputError(ValueError):
+class InputError(LorallamaError, ValueError):
     """A message the model cannot take (empty, too long); the text is written for the person who sent it."""
 
 
@@ -77,51 +74,16 @@ class ChatModel:
 # Finding and loading a model
 
 
-def locate(target: str) -> tuple[str, str | None]:
-    """``target`` → (base, adapter). A recipe slug, an adapter folder, or a bare base (no adapter)."""
-    base, parents, adapter = locate_chain(target)
-    if parents:
-        raise models.ModelError(
-            f"{target} trains on top of another adapter ({', '.join(parents)}): use locate_chain() or load_chat_model()"
-        )
-    return base, adapter
-
-
 def locate_chain(target: str) -> tuple[str, list[str], str | None]:
-    """``target`` → (base, adapters merged into the base first, the model's own adapter).
-
-    ``marx`` → (Llama-3.2-1B-Instruct, [the finetome adapter], the marx adapter).
-    """
-    path = Path(target)
-    if path.is_dir() and (path / "config.json").is_file():
-        return target, [], None  # a plain model folder
-    if path.is_dir() and (path / "adapter_config.json").is_file():
-        return _base_of_adapter(path), [], str(path)
-    if path.is_dir() and (path / "adapter" / "adapter_config.json").is_file():
-        return _base_of_adapter(path / "adapter"), [], str(path / "adapter")
-    try:
-        find_recipe(target)
-    except RecipeError:
-        if target.startswith(models.BUNDLED_PREFIX) or target.count("/") == 1:
-            return target, [], None
-        raise
-    recipe = load_recipe(target)
-    chain = models.base_chain(recipe)
-    return chain.base, list(chain.adapters), models.trained_adapter(recipe)
-
-
-def _base_of_adapter(folder: Path) -> str:
-    """Our adapters carry recipe.yaml with the base as the recipe wrote it (bundled:… included)."""
-    recipe_file = folder / "recipe.yaml"
-    if recipe_file.is_file():
-        return yaml.safe_load(recipe_file.read_text())["model"]["base"]
-    return json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    """``target`` → (base, adapters merged into the base first, the model's own adapter); see ``models.resolve_target``."""
+    ref = models.resolve_target(target)
+    return ref.base, ref.parents, ref.adapter
 
 
 def load_chat_model(target: str, merge: bool = False) -> ChatModel:
     """Load base + adapter for generation (``merge=True`` folds the adapter in: faster, but no base-only view)."""
-    base, parents, adapter = locate_chain(target)
-    return load_model(base, [*parents, *([adapter] if adapter else [])], merge=merge)
+    ref = models.resolve_target(target)
+    return load_model(ref.base, ref.adapters, merge=merge)
 
 
 def load_model(base: str, adapters: Sequence[str] = (), merge: bool = True) -> ChatModel:
@@ -175,32 +137,6 @@ def _cuda_dtype(torch):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Messages from a chat front end
-
-
-def text_of(content: Any) -> str:
-    """The text of a message's content: a string, Gradio 6 / OpenAI content blocks, or a ``{"text": …}`` dict."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        if content.get("type", "text") == "text" and isinstance(content.get("text"), str):
-            return content["text"]
-        if isinstance(content.get("content"), str | list):
-            return text_of(content["content"])
-        return ""
-    if isinstance(content, list | tuple):
-        return "".join(text_of(block) for block in content if isinstance(block, str | dict))
-    return ""  # files, images, components: not text
-
-
-# A note the chat front end puts at the start of an answer when older turns were left out. It is for the person
-# reading, so it is taken out again before the conversation goes back to the model.
-NOTICE_RE = re.compile(r"\A\*\[[^\]\n]*(?:left out|cut)[^\]\n]*\]\*\n\n")
-
-
-def drop_notice(text: str) -> str:
-    return NOTICE_RE.sub("", text, count=1)
 
 
 def history_messages(history: Iterable[Any], max_chars: int = DEFAULT_MAX_MESSAGE_CHARS) -> list[dict[str, str]]:

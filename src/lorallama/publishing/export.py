@@ -20,16 +20,18 @@ import json
 import logging
 import math
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from . import cards
-from .recipe import ALL_LINEAR
+from .. import models
+from ..errors import ExportError
+from ..names import is_repo_id, license_for
+from ..prompts import COMPARISON_PROMPTS
+from ..recipe import ALL_LINEAR, load_parent
+from ..training import data as data_mod
 
 log = logging.getLogger("lorallama")
 
@@ -37,49 +39,16 @@ CHECK_TOKENS = 24
 DTYPES = ("bfloat16", "float16", "float32")
 
 
-class ExportError(RuntimeError):
-    """An export that cannot be made or failed its check; the message says why."""
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # What to export
 
 
-@dataclass
-class Source:
-    """An adapter and everything under it: the real base and the adapters merged into it before training."""
-
-    base: str
-    parents: list[str]
-    adapter: str
-    recipe: Any  # Recipe | None
-    label: str
-
-
-def locate(target: str) -> Source:
-    """A recipe slug (its local run, else its model repo) or an adapter folder."""
-    from . import models
-    from .recipe import Recipe, RecipeError, build, load_recipe
-
-    path = Path(target)
-    if path.is_dir():
-        folder = path / "adapter" if (path / "adapter" / "adapter_config.json").is_file() else path
-        if not (folder / "adapter_config.json").is_file():
-            raise ExportError(f"{target} holds no adapter_config.json: point at an adapter folder or name a recipe")
-        recipe = None
-        if (folder / "recipe.yaml").is_file():
-            try:
-                recipe = build(Recipe, yaml.safe_load((folder / "recipe.yaml").read_text()), "")
-            except RecipeError:
-                recipe = None
-        if recipe is not None:
-            chain = models.base_chain(recipe)
-            return Source(chain.base, chain.adapters, str(folder), recipe, recipe.slug)
-        config = json.loads((folder / "adapter_config.json").read_text())
-        return Source(config["base_model_name_or_path"], [], str(folder), None, folder.name)
-    recipe = load_recipe(target)
-    chain = models.base_chain(recipe)
-    return Source(chain.base, chain.adapters, models.trained_adapter(recipe), recipe, recipe.slug)
+def locate(target: str) -> models.ModelRef:
+    """A recipe slug (its local run, else its model repo) or an adapter folder: the model to export."""
+    ref = models.resolve_target(target)
+    if ref.adapter is None:
+        raise ExportError(f"{target} names no adapter: point at an adapter folder (runs/<slug>/adapter) or a recipe")
+    return ref
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -120,9 +89,6 @@ def export_merged(
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from . import models
-    from .cli import COMPARISON_PROMPTS
 
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
@@ -165,19 +131,17 @@ def export_merged(
     return report
 
 
-def merged_card(source: Source, report: MergeReport, prompts: list[str]) -> str:
+def merged_card(source: models.ModelRef, report: MergeReport, prompts: list[str]) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .models import hub_id_of
-
-    base = hub_id_of(source.base)
-    adapters = [a for a in [*source.parents, source.adapter] if cards.is_hub_id(a)]
+    base = models.hub_id_of(source.base)
+    adapters = [a for a in [*source.parents, source.adapter] if is_repo_id(a)]
     data = ModelCardData(
-        base_model=[base, *adapters] if cards.is_hub_id(base) else adapters or None,
+        base_model=[base, *adapters] if is_repo_id(base) else adapters or None,
         base_model_relation="merge",
         library_name="transformers",
         pipeline_tag="text-generation",
-        license=cards.license_for(base),
+        license=license_for(base),
         language=["en"],
         tags=["lorallama", "merged", "lora", "text-generation-inference"],
     )
@@ -220,18 +184,13 @@ def autotrain_config(recipe, base_model: str | None = None, data_dir: Path | Non
 
     ``data_dir``: where converted local data goes (AutoTrain's ``tokenizer`` chat template needs role/content turns).
     """
-    from . import data as data_mod
-    from . import models
-    from .recipe import parent_slug
-
     notes: list[str] = []
     t, lora, d = recipe.trainer, recipe.lora, recipe.data
     if base_model is None:
-        parent = parent_slug(recipe)
-        if parent is not None:
-            from .recipe import load_recipe
-
-            parent_repo = load_recipe(parent).hub.model_repo or parent
+        parent_recipe = load_parent(recipe)
+        if parent_recipe is not None:
+            parent = parent_recipe.slug
+            parent_repo = parent_recipe.hub.model_repo or parent
             base_model = f"{parent_repo}-merged"
             notes.append(
                 f"base_model: {recipe.slug} trains on {parent}'s model with its adapter merged; export that first: "
@@ -368,102 +327,3 @@ def autotrain_yaml(recipe, base_model: str | None = None, data_dir: Path | None 
         *[f"#   - {n}" for n in notes],
     ]
     return "\n".join(header) + "\n\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The `lorallama export` command
-
-
-def add_commands(subparsers) -> None:
-    """Register ``lorallama export merged`` and ``lorallama export autotrain``."""
-    import argparse
-
-    p = subparsers.add_parser(
-        "export",
-        help="export a merged 16-bit model for serving, or an AutoTrain config equivalent to a recipe",
-        description="Exports for other tools: a merged model (TGI, vLLM, Inference Endpoints) or an AutoTrain config.",
-    )
-    sub = p.add_subparsers(dest="export_command", required=True, metavar="KIND")
-    q = sub.add_parser(
-        "merged",
-        help="fold the adapter into the base and save a plain 16-bit transformers model (checked, optionally pushed)",
-        description=(
-            "Merge a trained adapter (and any parent adapters) into its base, check the merged model gives the same "
-            "greedy tokens as base + adapter on the three original prompts, and save it in 16 bits with the tokenizer, "
-            "the stop tokens and a model card."
-        ),
-        epilog=(
-            "examples:\n"
-            "  lorallama export merged demo --output exports/demo-merged\n"
-            "  lorallama export merged runs/finetome/adapter --push you/llama-3.2-1b-finetome-merged"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    q.add_argument("target", help="recipe slug (its runs/<slug>/adapter, else its model repo) or adapter folder")
-    q.add_argument("--output", type=Path, help="new folder for the model (default: exports/<slug>-merged)")
-    q.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="weights dtype (default bfloat16)")
-    q.add_argument("--push", metavar="REPO", help="also upload the folder to this model repo (created if needed)")
-    q.add_argument("--private", action="store_true", help="with --push: create the repo private")
-    q.set_defaults(func=cmd_export_merged)
-    q = sub.add_parser(
-        "autotrain",
-        help="write an AutoTrain Advanced LLM-SFT config (YAML) equivalent to the recipe",
-        description=(
-            "Write the `autotrain --config` YAML (task llm-sft) with the recipe's base, data, LoRA and trainer values; "
-            "comments at the top say what AutoTrain cannot express. Local chat data is converted to role/content "
-            "messages beside the config."
-        ),
-        epilog="example:\n  lorallama export autotrain finetome --output autotrain/finetome.yml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    q.add_argument("recipe", help="recipe slug or YAML path")
-    q.add_argument("--output", type=Path, help="config file to write (default: print it)")
-    q.add_argument("--base-model", help="base model id for AutoTrain (default: the recipe's base)")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
-    q.set_defaults(func=cmd_export_autotrain)
-
-
-def _fail(message: str) -> int:
-    print(f"lorallama: error: {message}", file=sys.stderr)
-    return 2
-
-
-def cmd_export_merged(args) -> int:
-    from . import hub
-    from .hub import HubError
-    from .models import ModelError
-    from .recipe import RecipeError
-
-    try:
-        output = args.output or Path("exports") / f"{locate(args.target).label}-merged"
-        report = export_merged(args.target, output, args.dtype)
-        print(f"merged model written to {report.output} ({report.dtype})")
-        print(f"greedy tokens, merged vs base + adapter: identical on {len(report.reference)} prompts")
-        same = sum(a == b for a, b in zip(report.written, report.reference, strict=True))
-        print(f"greedy tokens, written {report.dtype} copy: identical on {same} of {len(report.reference)} prompts")
-        if args.push:
-            hub.ensure_repo(args.push, private=args.private)
-            commit = hub.push_folders(args.push, {"": report.output}, f"Merged {report.dtype} export (lorallama)")
-            print(f"pushed to {args.push} ({commit[:12]})")
-    except (ExportError, RecipeError, ModelError, HubError, OSError) as e:
-        return _fail(str(e))
-    return 0
-
-
-def cmd_export_autotrain(args) -> int:
-    from .data import DataError
-    from .recipe import RecipeError, load_recipe
-
-    try:
-        recipe = load_recipe(args.recipe, args.set)
-        data_dir = (args.output.parent / f"{args.output.stem}-data") if args.output else None
-        text = autotrain_yaml(recipe, args.base_model, data_dir)
-    except (RecipeError, DataError) as e:
-        return _fail(str(e))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
-        print(f"AutoTrain config written to {args.output}")
-    else:
-        sys.stdout.write(text)
-    return 0

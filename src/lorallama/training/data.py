@@ -18,20 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .recipe import DataSpec, Recipe, ReplaySpec
+from ..conversations import CONTROL_CHARACTERS as _CONTROL
+from ..conversations import normalise_turns
+from ..errors import DataError
+from ..recipe import DataSpec, Recipe, ReplaySpec
 
 log = logging.getLogger("lorallama")
 
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
-ROLE_ALIASES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "bot": "assistant",
-    "model": "assistant",
-    "system": "system",
-}
 # Why a row was dropped, in report order.
 REASONS = {
     "invalid_json": "line is not valid JSON",
@@ -48,12 +42,6 @@ REASONS = {
     "too_long": "longer than trainer.max_length tokens",
     "empty_text": "document is empty after cleaning",
 }
-# Control characters other than tab, newline and carriage return are noise from scraping or broken encodings.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-class DataError(ValueError):
-    """Data that cannot be used as asked; the message names the file, column or row and the fix."""
 
 
 @dataclass
@@ -223,49 +211,6 @@ def find_messages_field(row: Any, wanted: str) -> str | None:
     if wanted != "auto":
         return wanted if wanted in row else None
     return next((k for k in ("messages", "conversations", "conversation") if k in row), None)
-
-
-def normalise_turns(turns: Any) -> tuple[list[dict[str, str]] | None, str | None]:
-    """ShareGPT/OpenAI turns → ``[{role, content}]``, or ``(None, reason)`` for a bad conversation."""
-    if not isinstance(turns, list) or not turns:
-        return None, "wrong_type"
-    messages = []
-    for turn in turns:
-        if not isinstance(turn, dict):
-            return None, "wrong_type"
-        role = turn.get("role", turn.get("from"))
-        content = turn.get("content", turn.get("value"))
-        if role is None or ("content" not in turn and "value" not in turn):
-            return None, "missing_field"
-        role = ROLE_ALIASES.get(str(role).lower()) if isinstance(role, str) else None
-        if role is None:
-            return None, "unknown_role"
-        if isinstance(content, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in content):
-            content = "".join(str(b.get("text", "")) for b in content)  # OpenAI/Gradio text blocks
-        if not isinstance(content, str):
-            return None, "non_string_content"
-        try:
-            content.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: what a broken decode leaves behind
-            return None, "invalid_utf8"
-        if _CONTROL.search(content):
-            return None, "control_characters"
-        if not content.strip():
-            return None, "empty_content"
-        messages.append({"role": role, "content": content})
-    return messages, _turn_order_problem(messages)
-
-
-def _turn_order_problem(messages: list[dict[str, str]]) -> str | None:
-    body = messages[1:] if messages[0]["role"] == "system" else messages
-    if not body or any(m["role"] == "system" for m in body):
-        return "non_alternating"
-    for i, m in enumerate(body):
-        if m["role"] != ("user" if i % 2 == 0 else "assistant"):
-            return "non_alternating"
-    if not any(m["role"] == "assistant" for m in body):
-        return "no_assistant_turn"
-    return None
 
 
 def validate_chat(rows: list[RawRow], spec: DataSpec | ReplaySpec, report: DataReport, strict: bool) -> list[dict]:
@@ -491,18 +436,7 @@ def length_histogram(lengths: list[int], png: Path | None, title: str, bins: int
         bar = "█" * max(1 if counts[b] else 0, round(40 * counts[b] / top))
         lines.append(f"{start:>7}–{start + width - 1:<7} {counts[b]:>7} {bar}")
     if png is not None:
-        import matplotlib
+        from ..plots import plot_histogram
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.hist(lengths, bins=bins, color="#4c72b0")
-        ax.set_xlabel("tokens per training example")
-        ax.set_ylabel("examples")
-        ax.set_title(title)
-        fig.tight_layout()
-        png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
+        plot_histogram(lengths, png, title, "tokens per training example", bins)
     return "\n".join(lines)

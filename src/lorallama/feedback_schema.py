@@ -1,15 +1,11 @@
-"""Feedback from a chat Space: likes, dislikes and edited answers, appended as JSONL to a Hub dataset.
+"""The feedback row: one owner for its schema, for the writer in the Spaces and for every reader.
 
-A Space turns it on with the variable ``LORALLAMA_FEEDBACK_DATASET=<namespace>/<name>`` (and an ``HF_TOKEN`` secret
-that may write there); unset, nothing is recorded. Rows go to ``data/feedback-<random>.jsonl`` in a local folder
-that ``huggingface_hub.CommitScheduler`` commits to the dataset every few minutes (one file per running Space, so
-replicas never write to the same file).
+A chat Space appends one JSON object a line (``serving.feedback.FeedbackLog``); ``lorallama data from-feedback``
+turns rows into training data and ``lorallama data publish chat-feedback`` counts them. All three go through here:
 
-lorallama data from-feedback your-name/lorallama-feedback            # → runs/feedback/lorallama-feedback.jsonl
-lorallama data from-feedback your-name/lorallama-feedback --output train_jobs/data/feedback.jsonl
-
-turns the liked conversations, and the disliked ones whose answer someone corrected with an edit, into a ShareGPT
-file (``{"conversations": [{"from": "human"|"gpt"|"system", "value": …}]}``) that a recipe can train on.
+    {"schema": 1, "id": …, "time": "…Z", "kind": "like" | "dislike" | "edit", "session": <hash> | null,
+     "key": <which answer>, "index": <its position>, "conversation": [{"role", "content"}, …],
+     "source": {…}, "edited": "…", "previous": "…"}        # edited/previous: kind "edit" only
 """
 
 from __future__ import annotations
@@ -18,12 +14,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .conversations import drop_notice, normalise_turns, text_of
+from .errors import FeedbackError
 
 log = logging.getLogger("lorallama")
 
@@ -34,13 +32,7 @@ KINDS = ("like", "dislike", "edit")
 ROLE_NAMES = {"system": "system", "user": "human", "assistant": "gpt"}
 
 
-class FeedbackError(RuntimeError):
-    """Feedback that cannot be read or written; the message says what to do."""
-
-
 def _clean_conversation(conversation: list[dict[str, Any]]) -> list[dict[str, str]]:
-    from .chat import drop_notice, text_of
-
     out = []
     for message in conversation[-MAX_MESSAGES:]:
         role = message.get("role") if isinstance(message, dict) else None
@@ -59,99 +51,65 @@ def conversation_key(session: str | None, before: list[dict[str, str]]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
-@dataclass
-class FeedbackLog:
-    """Append feedback rows to a local JSONL file that a ``CommitScheduler`` pushes to ``repo_id``."""
+def make_row(
+    kind: str,
+    conversation: list[dict[str, Any]],
+    *,
+    index: int,
+    session: str | None = None,
+    edited: str | None = None,
+    previous: str | None = None,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One feedback row. ``conversation`` runs up to and including the answer at ``index`` (its position in the
+    chat, counting the system prompt when there is one); ``edited`` is the corrected answer of an edit."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown feedback kind {kind!r}: use one of {', '.join(KINDS)}")
+    messages = _clean_conversation(conversation)
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("feedback must be about an answer: the conversation has to end with one")
+    session_id = hashlib.sha256(session.encode()).hexdigest()[:16] if session else None
+    row = {
+        "schema": SCHEMA,
+        "id": uuid.uuid4().hex,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": kind,
+        "session": session_id,
+        "key": conversation_key(session_id, messages[:-1]),
+        "index": int(index),
+        "conversation": messages,
+        "source": source or {},
+    }
+    if kind == "edit":
+        row["edited"] = (edited or "").strip()[:MAX_CHARS]
+        row["previous"] = drop_notice_text(previous)
+    return row
 
-    repo_id: str
-    every_minutes: float = 5.0
-    folder: Path | None = None
-    private: bool = True
-    """Used only when the dataset does not exist yet: conversations are people's words, keep them private."""
-    source: dict[str, Any] = field(default_factory=dict)
-    """What produced the answers (Space, base, adapter), stored in every row."""
 
-    def __post_init__(self) -> None:
-        from huggingface_hub import CommitScheduler
+def row_problem(row: Any) -> str | None:
+    """Why ``row`` is not a feedback row this project wrote (None when it is one)."""
+    if not isinstance(row, dict):
+        return "not_an_object"
+    if row.get("kind") not in KINDS:
+        return "unknown_kind"
+    if not row.get("key") or not isinstance(row.get("conversation"), list):
+        return "missing_field"
+    if row["kind"] == "edit" and not isinstance(row.get("edited"), str):
+        return "missing_field"
+    return None
 
-        self.folder = Path(self.folder or tempfile.mkdtemp(prefix="lorallama-feedback-"))
-        (self.folder / "data").mkdir(parents=True, exist_ok=True)
-        self.file = self.folder / "data" / f"feedback-{uuid.uuid4().hex[:12]}.jsonl"
-        self.scheduler = CommitScheduler(
-            repo_id=self.repo_id,
-            repo_type="dataset",
-            folder_path=self.folder,
-            every=self.every_minutes,
-            private=self.private,
-            allow_patterns=["data/*.jsonl"],
-        )
-        self.rows = 0
 
-    def record(
-        self,
-        kind: str,
-        conversation: list[dict[str, Any]],
-        *,
-        index: int,
-        session: str | None = None,
-        edited: str | None = None,
-        previous: str | None = None,
-    ) -> dict[str, Any]:
-        """Append one row. ``conversation`` runs up to and including the answer at ``index`` (its position in the
-        chat, counting the system prompt when there is one); ``edited`` is the corrected answer of an edit."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown feedback kind {kind!r}: use one of {', '.join(KINDS)}")
-        messages = _clean_conversation(conversation)
-        if not messages or messages[-1]["role"] != "assistant":
-            raise ValueError("feedback must be about an answer: the conversation has to end with one")
-        session_id = hashlib.sha256(session.encode()).hexdigest()[:16] if session else None
-        row = {
-            "schema": SCHEMA,
-            "id": uuid.uuid4().hex,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "kind": kind,
-            "session": session_id,
-            "key": conversation_key(session_id, messages[:-1]),
-            "index": int(index),
-            "conversation": messages,
-            "source": self.source,
-        }
-        if kind == "edit":
-            row["edited"] = (edited or "").strip()[:MAX_CHARS]
-            row["previous"] = drop_notice_text(previous)
-        line = json.dumps(row, ensure_ascii=False) + "\n"
-        with self.scheduler.lock, self.file.open("a", encoding="utf-8") as fh:  # never half a line in a commit
-            fh.write(line)
-        self.rows += 1
-        return row
-
-    def flush(self, timeout: float = 120) -> None:
-        """Commit what is new now instead of at the next tick."""
-        future = self.scheduler.trigger()
-        if future is not None:
-            future.result(timeout=timeout)
-
-    def close(self) -> None:
-        """Commit what is left and stop the schedule."""
-        try:
-            self.flush()
-        finally:
-            self.scheduler.stop()
+def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Likes, dislikes and edits among feedback rows (rows that are not feedback rows count as none)."""
+    out = {"liked": 0, "disliked": 0, "edited": 0}
+    for row in rows:
+        if row_problem(row) is None:
+            out[{"like": "liked", "dislike": "disliked", "edit": "edited"}[row["kind"]]] += 1
+    return out
 
 
 def drop_notice_text(text: Any) -> str:
-    from .chat import drop_notice, text_of
-
     return drop_notice(text_of(text)).strip()[:MAX_CHARS]
-
-
-def open_log(repo_id: str | None, **kwargs) -> FeedbackLog | None:
-    """A ``FeedbackLog`` for ``repo_id``, or None when feedback is off (no repo named)."""
-    repo_id = (repo_id or "").strip()
-    if not repo_id:
-        return None
-    every = float(os.environ.get("LORALLAMA_FEEDBACK_EVERY", kwargs.pop("every_minutes", 5.0)))
-    return FeedbackLog(repo_id, every_minutes=every, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -184,8 +142,6 @@ def to_sharegpt(feedback_rows: list[dict[str, Any]]) -> Conversion:
     its conversation as it was liked; a disliked one is kept only with its newest edit in place of the answer.
     A dislike without an edit, or an edit without a dislike, teaches nothing certain and is skipped.
     """
-    from .data import normalise_turns
-
     ratings: dict[str, dict[str, Any]] = {}
     edits: dict[str, dict[str, Any]] = {}
     for row in sorted(feedback_rows, key=lambda r: str(r.get("time", ""))):
@@ -234,17 +190,17 @@ def read_rows(source: str) -> list[dict[str, Any]]:
                 f"{source} is neither a local file or folder nor a Hub dataset id (namespace/name): name the dataset "
                 "the Space's LORALLAMA_FEEDBACK_DATASET variable points at"
             )
-        from huggingface_hub.errors import RepositoryNotFoundError
-
         from . import hub
 
         try:
-            folder = hub.with_retries(
-                lambda: hub.api().snapshot_download(source, repo_type="dataset", allow_patterns=["data/*.jsonl"]),
-                f"downloading feedback from {source}",
-            )
-        except RepositoryNotFoundError as e:
-            raise FeedbackError(f"no dataset {source} on the Hub (or no access to it with this token): {e}") from e
+            folder = hub.download_files(source, ["data/*.jsonl"], f"feedback from {source}", repo_type="dataset")
+        except hub.HubError as e:
+            if e.status in (401, 404):
+                raise FeedbackError(
+                    f"no dataset {source} on the Hub (or no access to it with this token): name the dataset the "
+                    "Space's LORALLAMA_FEEDBACK_DATASET variable points at, and set HF_TOKEN if it is private"
+                ) from e
+            raise FeedbackError(str(e)) from e
         files = sorted(Path(folder).rglob("*.jsonl"))
     rows = []
     for file in files:

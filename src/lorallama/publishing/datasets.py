@@ -13,19 +13,19 @@ card from its template later without downloading the data again.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import feedback_schema, hub
+from ..errors import PublishError, RecipeError
+from ..names import hub_url, with_namespace
+from ..paths import find_project_file
+from ..recipe import DataSpec, load_recipe
+from ..training import data as data_mod
 from . import cards
-from .recipe import RecipeError
 
 STATS_FILE = "stats.json"
-
-
-class PublishError(RuntimeError):
-    """Data that cannot be published as asked; the message says what to pass instead."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ DATASETS = {
 
 
 def repo_for(name: str, namespace: str | None = None) -> str:
-    return cards.with_namespace(DATASETS[name].repo, namespace)
+    return with_namespace(DATASETS[name].repo, namespace)
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -81,15 +81,11 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 def prepare(name: str, file: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The files for the dataset repo (path → bytes) and the numbers its card shows."""
-    from . import data as data_mod
-
     spec = DATASETS[name]
     rows = data_mod.load_rows(str(file))
     report = data_mod.DataReport(source=file.name, total=len(rows))
     stats: dict[str, Any] = {"source_file": file.name, "rows_read": len(rows)}
     if spec.kind == "chat":
-        from .recipe import DataSpec
-
         kept = data_mod.validate_chat(rows, DataSpec(source=str(file)), report, strict=False)
         out = [k["row"] for k in kept]
         turns = [len(k["messages"]) for k in kept]
@@ -101,12 +97,15 @@ def prepare(name: str, file: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
             words=sum(len(r["text"].split()) for r in out),
             trim_patterns=_recipe_data(spec).trim,
         )
-    else:
-        out = [r.value for r in rows if r.error is None and isinstance(r.value, dict)]
+    else:  # feedback rows: kept only when they are rows the Spaces write (feedback_schema)
+        out = []
         for r in rows:
-            if r.error is not None or not isinstance(r.value, dict):
-                report.drop(r.index, r.error or "wrong_type")
-        stats.update(_feedback_counts(out))
+            problem = r.error or feedback_schema.row_problem(r.value)
+            if problem is None:
+                out.append(r.value)
+            else:
+                report.drop(r.index, problem)
+        stats.update(feedback_schema.counts(out))
     if not out:
         raise PublishError(f"{file} holds no usable rows for {name} ({spec.kind}): {report.format()}")
     body = _jsonl(out)
@@ -120,8 +119,6 @@ def prepare(name: str, file: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
 
 
 def _recipe_data(spec: DatasetSpec):
-    from .recipe import DataSpec, load_recipe
-
     if spec.recipe is None:
         return DataSpec(source="", format="text")
     try:
@@ -132,8 +129,6 @@ def _recipe_data(spec: DatasetSpec):
 
 def _clean_documents(rows, spec: DatasetSpec, report) -> list[dict[str, Any]]:
     """The text the recipe trains on: each document cleaned, empty ones and duplicates dropped; other columns kept."""
-    from .data import clean_text
-
     settings = _recipe_data(spec)
     field = settings.text_field or "text"
     out, seen = [], set()
@@ -145,7 +140,7 @@ def _clean_documents(rows, spec: DatasetSpec, report) -> list[dict[str, Any]]:
         if not isinstance(value, dict) or not isinstance(value.get(field), str):
             report.drop(row.index, "missing_field")
             continue
-        text = clean_text(value[field], settings.trim)
+        text = data_mod.clean_text(value[field], settings.trim)
         if not text:
             report.drop(row.index, "empty_text")
             continue
@@ -158,26 +153,12 @@ def _clean_documents(rows, spec: DatasetSpec, report) -> list[dict[str, Any]]:
     return out
 
 
-def _feedback_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Likes, dislikes and edits, whichever of the usual field names the Spaces used."""
-    liked = disliked = edited = 0
-    for row in rows:
-        vote = next((row[k] for k in ("liked", "like", "rating", "vote", "feedback") if k in row), None)
-        if vote in (True, 1, "like", "liked", "up", "good", "👍"):
-            liked += 1
-        elif vote in (False, 0, -1, "dislike", "disliked", "down", "bad", "👎"):
-            disliked += 1
-        if any(row.get(k) for k in ("edited", "edit", "corrected", "correction")):
-            edited += 1
-    return {"liked": liked, "disliked": disliked, "edited": edited}
-
-
 def render_card(name: str, stats: dict[str, Any] | None, namespace: str | None = None, root=None) -> str:
     spec = DATASETS[name]
     repo = repo_for(name, namespace)
     context = {
         "repo": repo,
-        "repo_url": cards.hub_url(repo, "dataset"),
+        "repo_url": hub_url(repo, "dataset"),
         "kind": spec.kind,
         "data_path": spec.data_path,
         "summary": spec.summary,
@@ -197,16 +178,13 @@ def publish(
     root: Path | None = None,
 ) -> dict[str, Any]:
     """Validate and push one dataset with its card. Returns what was (or would be) done."""
-    from . import hub
-
     if name not in DATASETS:
         raise PublishError(f"unknown dataset {name!r}: publish one of {', '.join(DATASETS)}")
     spec = DATASETS[name]
     if file is None:
         if spec.default_file is None:
             raise PublishError(f"{name} needs a local file: lorallama data publish {name} PATH ({spec.summary})")
-        base = Path(root) if root else cards.REPO_ROOT
-        file = base / spec.default_file if (base / spec.default_file).is_file() else Path(spec.default_file)
+        file = find_project_file(spec.default_file, root) or Path(spec.default_file)
     file = Path(file)
     if not file.exists():
         raise PublishError(f"{file} does not exist: pass the file to publish")
@@ -227,64 +205,3 @@ def publish(
             repo, files, f"Publish {name}: {stats['rows']} rows and card (lorallama data publish)", "dataset"
         )
     return result
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The `lorallama data publish` command
-
-
-def add_data_commands(data_subparsers) -> None:
-    """Register ``lorallama data publish`` under the existing ``data`` command's sub-commands."""
-    import argparse
-
-    listing = "\n".join(f"  {n:<14} {s.summary}" for n, s in DATASETS.items())
-    q = data_subparsers.add_parser(
-        "publish",
-        help="push a dataset the project publishes (data + card from datasets_cards/<name>.md)",
-        description="Validate a dataset, render its card and push both to its dataset repo in one commit.",
-        epilog=(
-            f"datasets:\n{listing}\n\nexamples:\n"
-            "  lorallama data publish demo-chat --dry-run\n"
-            "  lorallama data publish marx-corpus marx-engels.jsonl\n"
-            "  HF_NAMESPACE=you lorallama data publish chat-feedback feedback.jsonl"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    q.add_argument("name", choices=sorted(DATASETS), help="which dataset")
-    q.add_argument("file", nargs="?", type=Path, help="the local file to publish (demo-chat has a default)")
-    q.add_argument("--repo", help="dataset repo id (default: the project's, with HF_NAMESPACE applied)")
-    q.add_argument("--private", action="store_true", help="create the repo private")
-    q.add_argument("--output", type=Path, help="also write the data, stats.json and README.md into this folder")
-    q.add_argument("--dry-run", action="store_true", help="validate and print what would be pushed; push nothing")
-    q.set_defaults(func=cmd_data_publish)
-
-
-def cmd_data_publish(args) -> int:
-    from .data import DataError
-    from .hub import HubError
-
-    try:
-        result = publish(
-            args.name,
-            args.file,
-            repo=args.repo,
-            namespace=cards.namespace_override(),
-            private=args.private,
-            dry_run=args.dry_run,
-            output=args.output,
-        )
-    except (PublishError, DataError, RecipeError, HubError, cards.CardError) as e:
-        print(f"lorallama: error: {e}", file=sys.stderr)
-        return 2
-    stats = result["stats"]
-    dropped = ", ".join(f"{k} {v}" for k, v in stats["dropped"].items()) or "none"
-    print(f"{args.name}: {stats['rows']} rows kept of {stats['rows_read']} (dropped: {dropped})")
-    for path, size in result["files"].items():
-        print(f"  {path}  {size} bytes")
-    if args.output:
-        print(f"written to {args.output}")
-    if args.dry_run:
-        print(f"dry run: nothing pushed (would go to dataset repo {result['repo']})")
-    else:
-        print(f"pushed to dataset repo {result['repo']} ({result['commit'][:12]})")
-    return 0

@@ -7,7 +7,8 @@
     HF_NAMESPACE=you lorallama sync           # into your own namespace (a fork)
 
 Spaces: each ``spaces/<slug>/`` goes to its Space (the recipe's ``hub.space``, else ``<namespace>/<slug>``) with the
-package vendored in as ``lorallama/`` and the recipes as ``train_jobs/*.yaml``, so a duplicated Space runs unchanged.
+part of the package its app imports vendored in as ``lorallama/`` (serving and the ground modules, never training,
+publishing or the command line), so a duplicated Space runs unchanged.
 The repo is created (sdk gradio) when missing, files removed here are deleted there, and unchanged files are skipped
 by comparing git blob ids (sha256 for LFS files) with the Space's file tree. One commit per Space, none when nothing
 changed.
@@ -20,10 +21,8 @@ A dataset card is rendered from ``datasets_cards/<name>.md`` and the repo's ``st
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -33,7 +32,14 @@ from pathlib import Path
 
 import yaml
 
-from . import cards, hub
+from .. import hub
+from ..errors import SyncError
+from ..names import namespace_override, with_namespace
+from ..paths import PACKAGE_DIR
+from ..plots import loss_png
+from ..recipe import load_recipe
+from . import cards
+from .vendoring import space_package_files
 
 log = logging.getLogger("lorallama")
 
@@ -43,10 +49,6 @@ KEEP_REMOTE = {".gitattributes"}  # the Hub writes it when it creates a repo
 SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
 TEXT_SUFFIXES = {".md", ".py", ".txt", ".yaml", ".yml", ".json", ".toml", ".html", ".css", ".js"}
 ALL = "all"
-
-
-class SyncError(RuntimeError):
-    """A target that cannot be synced as it is; the message names the file and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -65,23 +67,8 @@ def project_root(start: Path | None = None) -> Path:
         return start
 
 
-@contextlib.contextmanager
-def recipes_from(root: Path) -> Iterator[None]:
-    """Recipes (and recipe-on-recipe links) resolve in ``root/train_jobs`` while syncing ``root``."""
-    old = os.environ.get("LORALLAMA_RECIPES")
-    os.environ["LORALLAMA_RECIPES"] = str(root / "train_jobs")
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("LORALLAMA_RECIPES", None)
-        else:
-            os.environ["LORALLAMA_RECIPES"] = old
-
-
 def _recipes(root: Path) -> dict:
-    from .recipe import load_recipe
-
+    """The recipes of ``root``; a recipe naming another finds it beside itself (``recipe.load_parent``)."""
     out = {}
     for path in sorted((root / "train_jobs").glob("*.yaml")):
         out[path.stem] = load_recipe(str(path))
@@ -102,17 +89,17 @@ def repo_mapping(recipes: dict, namespace: str | None) -> dict[str, str]:
     """Project repo id → the id it has in ``namespace`` (empty without an override)."""
     if not namespace:
         return {}
-    from .publish import DATASETS
+    from .datasets import DATASETS
 
     ids = [r for rec in recipes.values() for r in (rec.hub.model_repo, rec.hub.space, rec.hub.dataset_repo) if r]
     ids += [d.repo for d in DATASETS.values()]
-    return {i: cards.with_namespace(i, namespace) for i in ids if cards.with_namespace(i, namespace) != i}
+    return {i: with_namespace(i, namespace) for i in ids if with_namespace(i, namespace) != i}
 
 
 def space_repo(slug: str, recipes: dict, namespace: str | None) -> str:
     recipe = recipes.get(slug)
     if recipe is not None and recipe.hub.space:
-        return cards.with_namespace(recipe.hub.space, namespace)
+        return with_namespace(recipe.hub.space, namespace)
     return f"{default_namespace(recipes, namespace)}/{slug}"
 
 
@@ -131,7 +118,7 @@ def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
 def package_dir(root: Path) -> Path:
     """The package to vendor: the checkout's ``src/lorallama``, else the one running."""
     local = root / "src" / "lorallama"
-    return local if (local / "__init__.py").is_file() else Path(__file__).resolve().parent
+    return local if (local / "__init__.py").is_file() else PACKAGE_DIR
 
 
 def _rewrite_ids(text: str, mapping: dict[str, str]) -> str:
@@ -165,16 +152,16 @@ def check_space_readme(slug: str, text: str, files: dict[str, bytes]) -> dict:
 
 
 def space_files(root: Path, slug: str, recipes: dict | None = None, namespace: str | None = None) -> dict[str, bytes]:
-    """Everything the Space ``slug`` receives: its folder, the vendored package and the recipes (path → bytes)."""
+    """Everything the Space ``slug`` receives (path → bytes): its folder, and of the package only what its Python
+    files import (``vendoring.space_package_files``): the serving layer and the ground modules under it."""
     folder = root / "spaces" / slug
     if not folder.is_dir():
         raise SyncError(f"no Space folder spaces/{slug}/")
     if recipes is None:
-        with recipes_from(root):
-            recipes = _recipes(root)
+        recipes = _recipes(root)
     mapping = repo_mapping(recipes, namespace)
     files = {rel: path.read_bytes() for rel, path in _walk(folder)}
-    for reserved in ("lorallama/", "train_jobs/"):
+    for reserved in ("lorallama/",):
         if any(p.startswith(reserved) for p in files):
             raise SyncError(f"spaces/{slug}/{reserved} would be overwritten by the vendored copy: rename it")
     if "README.md" not in files:
@@ -183,13 +170,9 @@ def space_files(root: Path, slug: str, recipes: dict | None = None, namespace: s
         for rel in [r for r in files if Path(r).suffix in TEXT_SUFFIXES]:
             files[rel] = _rewrite_ids(files[rel].decode("utf-8"), mapping).encode("utf-8")
     check_space_readme(slug, files["README.md"].decode("utf-8"), files)
-    for rel, path in _walk(package_dir(root)):
-        files[f"lorallama/{rel}"] = path.read_bytes()
-    for path in sorted((root / "train_jobs").glob("*.yaml")):
-        data = path.read_bytes()
-        if mapping:
-            data = _rewrite_ids(data.decode("utf-8"), mapping).encode("utf-8")
-        files[f"train_jobs/{path.name}"] = data
+    sources = [files[rel].decode("utf-8") for rel in files if rel.endswith(".py")]
+    for rel, path in space_package_files(package_dir(root), sources).items():
+        files[rel] = path.read_bytes()
     return files
 
 
@@ -224,14 +207,14 @@ def remote_files(repo_id: str, repo_type: str) -> dict | None:
     from huggingface_hub import RepoFile
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    try:
-        entries = hub.with_retries(
-            lambda: list(hub.api().list_repo_tree(repo_id, repo_type=repo_type, recursive=True)),
-            f"listing {repo_type} {repo_id}",
-        )
-    except RepositoryNotFoundError:
-        return None
-    return {e.path: e for e in entries if isinstance(e, RepoFile)}
+    def listing():
+        try:
+            return list(hub.api().list_repo_tree(repo_id, repo_type=repo_type, recursive=True))
+        except RepositoryNotFoundError:
+            return None
+
+    entries = hub.with_retries(listing, f"listing {repo_type} {repo_id}", repo_id=repo_id, repo_type=repo_type)
+    return None if entries is None else {e.path: e for e in entries if isinstance(e, RepoFile)}
 
 
 @dataclass
@@ -363,8 +346,8 @@ class Selection:
             if parts[0] == "spaces":
                 sel.add("spaces", parts[1] if len(parts) > 2 else ALL)
             elif parts[0] == "train_jobs" and path.endswith((".yaml", ".yml")):
-                sel.add("spaces", ALL)  # recipes are vendored into every Space
-                sel.add("models", ALL)  # and a recipe names the repos other cards link to
+                sel.add("spaces", ALL)  # a recipe names the repos a Space's files are rewritten to
+                sel.add("models", ALL)  # and the repos other cards link to
             elif parts[0] == cards.MODEL_CARDS:
                 sel.add("models", Path(parts[1]).stem if len(parts) == 2 and parts[1].endswith(".md") else ALL)
             elif parts[0] == cards.DATASET_CARDS:
@@ -416,7 +399,7 @@ def model_card_targets(root: Path, recipes: dict, namespace: str | None, sel: Se
         template = root / cards.MODEL_CARDS / f"{slug}.md"
         if not template.is_file() or not recipe.hub.model_repo or not sel.wants("models", slug):
             continue
-        repo = cards.with_namespace(recipe.hub.model_repo, namespace)
+        repo = with_namespace(recipe.hub.model_repo, namespace)
         target = Target("model card", slug, repo, "model")
         try:
             run = cards.run_from_hub(repo)
@@ -438,7 +421,7 @@ def model_card_targets(root: Path, recipes: dict, namespace: str | None, sel: Se
             continue
         target.files = {"README.md": text.encode("utf-8")}
         if run.loss_png is None and run.history:
-            target.files["loss.png"] = cards.plot_png(run.history, f"{slug}: training loss")
+            target.files["loss.png"] = loss_png(run.history, f"{slug}: training loss")
         out.append(target)
     return out
 
@@ -446,7 +429,7 @@ def model_card_targets(root: Path, recipes: dict, namespace: str | None, sel: Se
 def dataset_card_targets(root: Path, namespace: str | None, sel: Selection) -> list[Target]:
     import json
 
-    from .publish import DATASETS, STATS_FILE, render_card, repo_for
+    from .datasets import DATASETS, STATS_FILE, render_card, repo_for
 
     out = []
     for template in sorted((root / cards.DATASET_CARDS).glob("*.md")):
@@ -498,28 +481,27 @@ def run_sync(
     """Sync Spaces and cards from ``root``; prints the plan and a summary to ``out``. Returns one outcome per target."""
     out = out or sys.stdout
     root = project_root(root)
-    namespace = namespace if namespace is not None else cards.namespace_override()
+    namespace = namespace if namespace is not None else namespace_override()
     changed = changed_paths(root, changed_since)
     sel = Selection.from_paths(changed)
     head = _git_head(root)
-    with recipes_from(root):
-        recipes = _recipes(root)
-        ns = default_namespace(recipes, namespace)
-        scope = "everything" if changed is None else f"{len(changed)} changed path(s) since {changed_since[:12]}"
-        print(f"lorallama sync from {root} (namespace {ns}; {scope}){' — dry run' if dry_run else ''}", file=out)
-        targets: list[Target] = []
-        if only in (None, "spaces"):
-            targets += space_targets(root, recipes, namespace, sel)
-            if sel.spaces != ALL:
-                for gone in sorted(s for s in sel.spaces if not (root / "spaces" / s).is_dir()):
-                    print(
-                        f"  note: spaces/{gone}/ is gone; its Space {space_repo(gone, recipes, namespace)} is left as it "
-                        "is (delete it on the Hub if that is what you mean)",
-                        file=out,
-                    )
-        if only in (None, "cards"):
-            targets += model_card_targets(root, recipes, namespace, sel)
-            targets += dataset_card_targets(root, namespace, sel)
+    recipes = _recipes(root)
+    ns = default_namespace(recipes, namespace)
+    scope = "everything" if changed is None else f"{len(changed)} changed path(s) since {changed_since[:12]}"
+    print(f"lorallama sync from {root} (namespace {ns}; {scope}){' — dry run' if dry_run else ''}", file=out)
+    targets: list[Target] = []
+    if only in (None, "spaces"):
+        targets += space_targets(root, recipes, namespace, sel)
+        if sel.spaces != ALL:
+            for gone in sorted(s for s in sel.spaces if not (root / "spaces" / s).is_dir()):
+                print(
+                    f"  note: spaces/{gone}/ is gone; its Space {space_repo(gone, recipes, namespace)} is left as it "
+                    "is (delete it on the Hub if that is what you mean)",
+                    file=out,
+                )
+    if only in (None, "cards"):
+        targets += model_card_targets(root, recipes, namespace, sel)
+        targets += dataset_card_targets(root, namespace, sel)
     outcomes = []
     for target in targets:
         label = f"  {target.kind:<12} {target.repo_id:<44}"
@@ -565,54 +547,3 @@ def _git_head(root: Path) -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The `lorallama sync` command
-
-
-def add_commands(subparsers) -> None:
-    """Register ``lorallama sync``."""
-    import argparse
-
-    p = subparsers.add_parser(
-        "sync",
-        help="upload spaces/ (package vendored in) and the model/dataset cards to the Hub",
-        description=(
-            "Upload each spaces/<slug>/ to its Space with the package vendored in (creating the Space, deleting "
-            "files removed here, skipping unchanged ones), and push the model cards (model_cards/<slug>.md + the run "
-            "in the model repo) and dataset cards (datasets_cards/<name>.md) without touching weights or data. "
-            "Repos come from the recipes; HF_NAMESPACE replaces their namespace. Prints the plan and a summary."
-        ),
-        epilog=(
-            "examples:\n"
-            "  lorallama sync --dry-run\n"
-            "  lorallama sync --only spaces\n"
-            "  lorallama sync --changed-since HEAD~1\n"
-            "  HF_NAMESPACE=you lorallama sync        # into your namespace (HF_TOKEN must be able to write there)"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--only", choices=["spaces", "cards"], help="sync only the Spaces, or only the model/dataset cards")
-    p.add_argument(
-        "--changed-since",
-        metavar="REF",
-        help="only what changed since this git commit (empty or all-zero: everything); src/ changes mean everything",
-    )
-    p.add_argument("--dry-run", action="store_true", help="print what would change; create and write nothing")
-    p.add_argument("--root", type=Path, help="the checkout to sync (default: the git root of the current folder)")
-    p.set_defaults(func=cmd_sync)
-
-
-def cmd_sync(args) -> int:
-    from .recipe import RecipeError
-
-    try:
-        outcomes = run_sync(args.root, only=args.only, changed_since=args.changed_since, dry_run=args.dry_run)
-    except (RecipeError, SyncError, hub.HubError) as e:
-        print(f"lorallama: error: {e}", file=sys.stderr)
-        return 2
-    failed = [o for o in outcomes if o.status == "failed"]
-    for o in failed:
-        print(f"lorallama: error: {o.target.kind} {o.target.repo_id}: {o.detail}", file=sys.stderr)
-    return 1 if failed else 0
