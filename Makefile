@@ -8,7 +8,7 @@ TORCH   ?= torch==2.13.0
 
 WIDGET  := src/lorallama/serving/static/widget.js
 
-.PHONY: setup widget chromium demo test test-fast lint format clean
+.PHONY: setup widget chromium demo test test-fast test-heavy lint format clean
 
 setup: $(STAMP) $(WIDGET)
 
@@ -39,7 +39,11 @@ test: setup chromium lint
 	$(BIN)/python -m pytest -q
 
 test-fast: setup chromium
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not heavy"
+
+# Minutes each: 20 random preemptions under Hub faults, and every Space built the way the runtime builds it.
+test-heavy: setup chromium
+	$(BIN)/python -m pytest -q -m heavy
 
 lint: setup
 	$(BIN)/ruff check src tests train_jobs spaces bench

@@ -2,6 +2,23 @@
 
     python bench/chat_latency.py --device cuda       # Llama-3.2-1B shape, random weights, bf16
     python bench/chat_latency.py --device cpu        # the bundled SmolLM2-135M-Instruct, fp32, this CPU
+    python bench/chat_latency.py --device cuda --variants merged --caches dynamic,aot,compile
+                                                     # the Spaces before (dynamic) and after (aot), dedicated GPUs
+                                                     # (compile), with GPU-seconds per 300-token answer
+
+The decoder rows (``aot``, ``compile``, ``eager``) run the serving code itself (``lorallama.serving.decoding``):
+
+- ``aot``: what a ZeroGPU Space runs now: the static-cache step exported with a dynamic token count, compiled
+  ahead of time by AOTInductor (``spaces.aoti_compile`` on ZeroGPU, torch's AOTInductor package elsewhere), the
+  one-token step replayed as a CUDA graph; ``compile_s`` is the start-up cost (export + compile + warm-up);
+- ``compile``: dedicated GPUs and ``lorallama chat --ui``: the one-token step ``torch.compile``d once and captured
+  in a CUDA graph, the prompt run eagerly;
+- ``eager``: the same step uncompiled.
+
+For them ``recompile_s`` is the first answer at another prompt length (nothing compiles: it should equal a warm
+answer), ``gpu_s_300`` the wall time of a whole 300-token answer (prefill + 300 tokens: the GPU time one answer
+costs a ZeroGPU visitor) and ``requested_s`` the ``duration`` the Space asks ``spaces.GPU`` for such an answer from
+the measured speed. ``gpu_s_300`` is measured for the ``dynamic`` row too (the Spaces before).
 
 A 1,000-token prompt, then 128 new tokens (min_new_tokens forces the full count). Each variant runs with
 
@@ -77,7 +94,55 @@ def lean_generator(model):
     return generate
 
 
+ANSWER_TOKENS = 300
+
+
+def measure_decoder(model, prompt, device: str, new_tokens: int, repeats: int, mode: str) -> dict:
+    """The serving decoder in ``mode``: start-up, TTFT, decode speed, another length, a 300-token answer."""
+    from lorallama.serving import decoding, gpu_time
+    from lorallama.serving.chat import Sampling
+
+    ids = prompt[0].tolist()
+    max_len = len(ids) + 37 + max(new_tokens, ANSWER_TOKENS if device == "cuda" else 0) + 8
+    decoder = decoding.Decoder(model, max_len, mode)
+    decoder.eos = set()  # random weights: never stop early, every row decodes the same number of tokens
+    start = time.perf_counter()
+    if mode == "aot":
+        decoding._compile_aot(decoder)
+    elif mode == "compile":
+        decoding._compile_step(decoder)
+    else:
+        decoder.warm_up()
+    compile_s = time.perf_counter() - start
+
+    def gen(n, ids=ids):
+        for _ in decoder.tokens(ids, Sampling(max_new_tokens=n, temperature=0.0)):
+            pass
+
+    gen(new_tokens)
+    ttft = statistics.median(timed(lambda: gen(1), device) for _ in range(repeats))
+    full = statistics.median(timed(lambda: gen(new_tokens), device) for _ in range(repeats))
+    other = ids + ids[:37]
+    recompile = timed(lambda: gen(new_tokens, other), device)
+    answer_tokens = ANSWER_TOKENS if device == "cuda" else new_tokens  # CPU: the row's own length
+    answer = statistics.median(timed(lambda: gen(answer_tokens), device) for _ in range(repeats))
+    decoding.MEASURED[:] = [decoder.timing]
+    request = gpu_time.request_seconds(ids, {"max_new_tokens": ANSWER_TOKENS})
+    return {
+        "ttft_ms": round(ttft * 1000, 1),
+        "decode_tokens_per_s": round((new_tokens - 1) / (full - ttft), 1),
+        "compile_s": round(compile_s, 1),
+        "recompile_s": round(recompile, 3),
+        "warm_same_length_s": round(full, 3),
+        f"gpu_s_{answer_tokens}": round(answer, 3),
+        "requested_s": request,
+        "cuda_graph": bool(decoder._state.get("graph")),
+    }
+
+
 def measure(model, prompt, device: str, new_tokens: int, repeats: int, cache: str) -> dict:
+    if cache in ("aot", "compile", "eager"):
+        return measure_decoder(model, prompt, device, new_tokens, repeats, cache)
     import torch
 
     kwargs = {"do_sample": False, "pad_token_id": 0}
@@ -95,13 +160,17 @@ def measure(model, prompt, device: str, new_tokens: int, repeats: int, cache: st
     ttft = statistics.median(timed(lambda: gen(1), device) for _ in range(repeats))
     full = statistics.median(timed(lambda: gen(new_tokens), device) for _ in range(repeats))
     row = {"ttft_ms": round(ttft * 1000, 1), "decode_tokens_per_s": round((new_tokens - 1) / (full - ttft), 1)}
+    if cache == "dynamic" and device == "cuda":  # the Spaces before: what a 300-token answer costs
+        row["gpu_s_300"] = round(
+            statistics.median(timed(lambda: gen(ANSWER_TOKENS), device) for _ in range(repeats)), 3
+        )
     if "compile" in cache:  # a chat's next prompt has another length: the compiled step pays again
         other = torch.cat([prompt, prompt[:, :37]], dim=1)
         row["recompile_s"] = round(timed(lambda: gen(new_tokens, other), device), 2)
     return row
 
 
-def load_variants(device: str):
+def load_variants(device: str, wanted: tuple[str, ...] = ("base", "lora_unmerged", "merged")):
     """(name, model) for base, base + unmerged LoRA, merged; plus the weight bytes read per decoded token."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -132,9 +201,12 @@ def load_variants(device: str):
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         init_lora_weights=False,  # non-zero B, as after training
     )
-    unmerged = get_peft_model(make(), lora_cfg).eval()
-    merged = get_peft_model(make(), lora_cfg).merge_and_unload().eval()
-    return [("base", base), ("lora_unmerged", unmerged), ("merged", merged)], weight_bytes
+    built = {
+        "base": lambda: base,
+        "lora_unmerged": lambda: get_peft_model(make(), lora_cfg).eval(),
+        "merged": lambda: get_peft_model(make(), lora_cfg).merge_and_unload().eval(),
+    }
+    return [(name, build()) for name, build in built.items() if name in wanted], weight_bytes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,13 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the target machine has 2 cores)")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--variants", default="base,lora_unmerged,merged", help="comma-separated: which models")
+    parser.add_argument(
+        "--caches",
+        help="comma-separated rows per model (default: dynamic,static and, on CUDA, static+compile and lean+compile;"
+        " the serving decoder: aot, compile, eager)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     import torch
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
-    variants, weight_bytes = load_variants(args.device)
+    variants, weight_bytes = load_variants(args.device, tuple(args.variants.split(",")))
     vocab = variants[0][1].config.vocab_size
     torch.manual_seed(1)
     prompt = torch.randint(100, vocab - 100, (1, args.prompt_tokens), device=args.device)
@@ -161,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     compiled = {"base": ["static+compile"], "merged": ["static+compile", "lean+compile"]}
     rows = []
     for name, model in variants:
-        for cache in ["dynamic", "static"] + (
-            compiled.get(name, []) if args.device == "cuda" and not args.no_compile else []
-        ):
+        caches = (
+            args.caches.split(",")
+            if args.caches
+            else ["dynamic", "static"]
+            + (compiled.get(name, []) if args.device == "cuda" and not args.no_compile else [])
+        )
+        for cache in caches:
             try:
                 result = measure(model, prompt, args.device, args.new_tokens, args.repeats, cache)
             except Exception as e:  # a compilation failure is a result too; the other rows still run
@@ -182,6 +264,15 @@ def main(argv: list[str] | None = None) -> int:
             report[f"merged_over_base_{cache}"] = round(
                 by[("merged", cache)]["decode_tokens_per_s"] / by[("base", cache)]["decode_tokens_per_s"], 3
             )
+    before, after = by.get(("merged", "dynamic")), by.get(("merged", "aot"))
+    if before and after and "gpu_s_300" in before:
+        # Quota per day (huggingface.co/docs/hub/spaces-zerogpu): what one visitor gets in 300-token answers.
+        tiers = {"unauthenticated": 120, "free": 300, "pro": 2400, "team": 2400, "enterprise": 3600}
+        report["space_speedup"] = round(after["decode_tokens_per_s"] / before["decode_tokens_per_s"], 2)
+        report["answers_per_day_300_tokens"] = {
+            tier: {"before": int(q // before["gpu_s_300"]), "after": int(q // after["gpu_s_300"])}
+            for tier, q in tiers.items()
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     out = (
         args.out

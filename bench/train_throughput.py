@@ -5,10 +5,19 @@
     python bench/train_throughput.py --smoke              # a tiny shape on CPU: checks the harness itself
     python bench/train_throughput.py --configs c,c@8 --gpus 1,2   # DDP scaling: each config on 1 and on 2 GPUs
     python bench/train_throughput.py --configs a,d+profile,q,u,v,d+nogc
+    python bench/train_throughput.py --configs a,d+curve,d+unpacked+curve,d+off,v --steps 8 --warmup 3 \
+        --loss-steps 200 --table --tag attention     # padding-free attention: the issue's rows, in one run
+    python bench/train_throughput.py --configs k,k+flex --steps 8 --warmup 3 --table --tag transformers
 
 A configuration is NAME[@BATCH][+MOD...]: @BATCH sets the per-device batch; +nogc turns gradient checkpointing
 off; +rebalance builds unpacked batches with trainer.train_sampling_strategy=batch_rebalance; +profile also
-writes the step's top CUDA kernels to profile_<config>.txt next to the JSON. --gpus N runs a
+writes the step's top CUDA kernels to profile_<config>.txt next to the JSON. Padding-free attention
+(training/attention.py): +off sets LORALLAMA_PACKED_ATTENTION=off (Unsloth keeps its per-segment SDPA, the
+transformers backend trains unpacked), +flex picks compiled FlexAttention instead of torch's varlen_attn;
++unpacked trains the same configuration unpacked, one micro-batch of as many conversations as a packed step holds
+on average (batches balanced by length); +curve logs the loss at every step for --loss-steps steps, and the report
+compares the packed and unpacked curves (20-step moving averages against the step-to-step noise). --table writes
+the one-GPU rows it measured into bench/throughput_table.json (what `--dry-run` estimates from). --gpus N runs a
 configuration as N data-parallel workers under `accelerate launch` (the path `lorallama train --gpus N` takes);
 useful tokens/s is then the sum over the workers, and each worker gets the batch (weak scaling).
 
@@ -71,7 +80,11 @@ CONFIGS = {
     # The issue's reference shape: every row 2048 real tokens, batch 8, no packing needed (dense sequences).
     "u": ("unsloth", True, 8, 1, False, "Unsloth 4-bit on dense 2048-token rows, batch 8 × 1"),
     "v": ("unsloth", False, 8, 1, False, "Unsloth bf16 on dense 2048-token rows, batch 8 × 1"),
+    # The transformers backend with the project's padding-free kernel (what --gpus N workers run).
+    "k": ("transformers", False, 16, 1, True, "HF+PEFT bf16 + packing (padding-free kernel), batch 16 × 1"),
 }
+TABLE_PATHS = {"d": "unsloth-varlen", "d+off": "unsloth-segments", "k": "transformers-varlen"}
+TABLE_PATHS["c@8+rebalance"] = "transformers-unpacked"
 DENSE = {"u", "v"}  # configurations that train on the dense data instead of the FineTome-like conversations
 
 
@@ -165,18 +178,21 @@ def make_dense(path: Path, rows: int, max_len: int, seed: int = 1) -> None:
             fh.write(json.dumps({"conversations": conv}) + "\n")
 
 
+MODS = {"nogc", "profile", "rebalance", "off", "flex", "unpacked", "curve"}
+
+
 def parse_spec(spec: str) -> tuple[str, int | None, set[str]]:
     """``d@16+nogc+profile`` → ("d", 16, {"nogc", "profile"})."""
     head, *mods = spec.split("+")
     name, _, batch = head.partition("@")
-    if name not in CONFIGS or not set(mods) <= {"nogc", "profile", "rebalance"}:
+    if name not in CONFIGS or not set(mods) <= MODS:
         raise SystemExit(
-            f"unknown configuration {spec!r}: NAME[@BATCH][+nogc][+profile][+rebalance], NAME one of {sorted(CONFIGS)}"
+            f"unknown configuration {spec!r}: NAME[@BATCH][+MOD]..., MOD in {sorted(MODS)}, NAME in {sorted(CONFIGS)}"
         )
     return name, int(batch) if batch else None, set(mods)
 
 
-def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict | None:
+def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool, loss_steps: int = 200) -> dict | None:
     """One configuration, in this process (the harness gives each its own); None on DDP workers but the first."""
     name, batch_override, mods = parse_spec(spec)
     backend_name, four_bit, batch, accum, packing, desc = CONFIGS[name]
@@ -185,6 +201,16 @@ def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
         batch = batch_override
     if smoke:
         backend_name, four_bit = "cpu", False
+    if "off" in mods or "flex" in mods:
+        os.environ["LORALLAMA_PACKED_ATTENTION"] = "off" if "off" in mods else "flex"
+    if "unpacked" in mods and packing:
+        # As many conversations a micro-batch as a packed row set holds on average, in one micro-batch.
+        mean_tokens = json.loads((work / "data_stats.json").read_text())["mean_tokens"]
+        batch = max(1, round(batch * (256 if smoke else 2048) / mean_tokens))
+        packing = False
+        desc += f"; unpacked: {batch} conversations a step, batches balanced by length"
+    if "curve" in mods:
+        steps = max(steps, loss_steps - warmup)
     if backend_name == "unsloth":
         import unsloth  # noqa: F401  (must come before transformers/trl/peft to patch them)
     import torch
@@ -208,12 +234,12 @@ def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
             "optim": "adamw_8bit",
             "warmup_steps": 5,
             "save_steps": 100000,
-            "logging_steps": 100000,
+            "logging_steps": 1 if "curve" in mods else 100000,
             "report_to": [],
             "max_length": max_len,
             "packing": packing,
             "gradient_checkpointing": "nogc" not in mods,
-            "train_sampling_strategy": "batch_rebalance" if "rebalance" in mods else "random",
+            "train_sampling_strategy": "batch_rebalance" if mods & {"rebalance", "unpacked"} else "random",
         },
     }
     recipe = build(Recipe, raw, "")
@@ -290,18 +316,29 @@ def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
     card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     peak = next((v for k, v in PEAK_BF16.items() if k in card), None)
     tps = tokens / elapsed
+    attn = getattr(trainer.model.config, "_attn_implementation", None)
+    if backend.name == "unsloth" and packing:
+        from unsloth.utils import attention_dispatch
+
+        attn = "torch varlen_attn" if attention_dispatch._TORCH_VARLEN_ATTN is not None else "per-segment SDPA"
     return {
+        "attention": attn,
+        "loss_curve": [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
+        if "curve" in mods
+        else None,
         "config": spec,
         "description": desc
         + (", gradient checkpointing off" if "nogc" in mods else "")
-        + (", batches balanced by length" if "rebalance" in mods else ""),
+        + (", batches balanced by length" if "rebalance" in mods else "")
+        + (", padding-free kernel off" if "off" in mods else "")
+        + (", compiled FlexAttention" if "flex" in mods else ""),
         "gpus": world,
         "backend": backend.name,
         "load_in_4bit": backend.load_in_4bit,
         "optim": backend.optim,
         "batch": batch,
         "grad_accum": accum,
-        "packing": packing,
+        "packing": trainer.args.packing,
         "steps_timed": steps,
         "useful_tokens_per_s": round(tps, 1),
         "step_time_s": round(elapsed / steps, 4),
@@ -314,6 +351,64 @@ def run_one(spec: str, work: Path, steps: int, warmup: int, smoke: bool) -> dict
         "params_counted": int(dense_params),
         "card": card,
     }
+
+
+def _msg(m: dict) -> dict:
+    return {"role": "user" if m["from"] == "human" else "assistant", "content": m["value"]}
+
+
+def _moving(xs: list[float], window: int = 20) -> list[float]:
+    return [sum(xs[i - window : i]) / window for i in range(window, len(xs) + 1)]
+
+
+def compare_curves(ok: dict) -> dict | None:
+    """Packed against unpacked loss, step by step: the gap of the 20-step moving averages after the first 20 steps,
+    against the noise (standard deviation of the packed curve's step-to-step differences over sqrt 20)."""
+    packed = next((r for n, r in ok.items() if "curve" in n and "unpacked" not in n and r.get("loss_curve")), None)
+    unpacked = next((r for n, r in ok.items() if "curve" in n and "unpacked" in n and r.get("loss_curve")), None)
+    if packed is None or unpacked is None:
+        return None
+    a, b = packed["loss_curve"], unpacked["loss_curve"]
+    n = min(len(a), len(b))
+    ma, mb = _moving(a[:n]), _moving(b[:n])
+    gaps = [abs(x - y) for x, y in zip(ma, mb, strict=True)]
+    diffs = [a[i] - a[i - 1] for i in range(1, n)]
+    mean = sum(diffs) / len(diffs)
+    noise = (sum((d - mean) ** 2 for d in diffs) / len(diffs)) ** 0.5 / 20**0.5
+    return {
+        "steps": n,
+        "packed": packed["config"],
+        "unpacked": unpacked["config"],
+        "final_ma20": [round(ma[-1], 4), round(mb[-1], 4)],
+        "max_gap_ma20": round(max(gaps), 4),
+        "mean_gap_ma20": round(sum(gaps) / len(gaps), 4),
+        "noise_ma20": round(noise, 4),
+        "within_noise": sum(gaps) / len(gaps) <= 2 * noise,
+    }
+
+
+def write_table(ok: dict, report: dict, tag: str = "") -> None:
+    """The measured one-GPU rows into bench/throughput_table.json, replacing older rows of the same path and card."""
+    path = ROOT / "bench" / "throughput_table.json"
+    table = json.loads(path.read_text())
+    for name, r in ok.items():
+        key = name.replace("+curve", "").replace("+profile", "")
+        if key not in TABLE_PATHS or r["gpus"] != 1:
+            continue
+        card = next((c for c in PEAK_BF16 if c in r["card"]), r["card"])
+        table["rows"] = [row for row in table["rows"] if (row["path"], row["card"]) != (TABLE_PATHS[key], card)]
+        table["rows"].append(
+            {
+                "path": TABLE_PATHS[key],
+                "card": card,
+                "tokens_per_s": round(r["useful_tokens_per_s"]),
+                "peak_gib": r["peak_gpu_gib"],
+                "config": name,
+                "date": report["date"],
+                "source": f"bench/results/train_throughput_{r['card'].replace(' ', '_')}{'_' + tag if tag else ''}.json",
+            }
+        )
+    path.write_text(json.dumps(table, indent=1) + "\n")
 
 
 def versions() -> dict:
@@ -342,12 +437,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "lorallama-bench")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where the JSON goes")
     parser.add_argument("--smoke", action="store_true", help="tiny shape on CPU, to test the harness")
+    parser.add_argument("--loss-steps", type=int, default=200, help="steps of a +curve configuration")
+    parser.add_argument("--table", action="store_true", help="write measured rows into bench/throughput_table.json")
+    parser.add_argument("--tag", default="", help="suffix of the result file's name, e.g. attention")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration in this process
     args = parser.parse_args(argv)
     shape = SMOKE if args.smoke else LLAMA_1B
     args.work.mkdir(parents=True, exist_ok=True)
     if args.one:
-        result = run_one(args.one, args.work, args.steps, args.warmup, args.smoke)
+        result = run_one(args.one, args.work, args.steps, args.warmup, args.smoke, args.loss_steps)
         if result is not None:
             print("RESULT " + json.dumps(result), flush=True)
         return 0
@@ -356,14 +454,19 @@ def main(argv: list[str] | None = None) -> int:
         parse_spec(spec)  # a typo fails now, not after the first configuration's minutes
     gpus = [int(n) for n in args.gpus.split(",")]
     max_len = 256 if args.smoke else 2048
-    make_tokenizer(args.work / "model", shape["vocab_size"])
+    tok = make_tokenizer(args.work / "model", shape["vocab_size"])
     make_model(args.work / "model", shape)
     make_data(args.work / "data.jsonl", args.rows, shape["vocab_size"], max_len)
     make_dense(args.work / "dense.jsonl", max(64, args.rows // 4), max_len)
+    convs = [json.loads(ln)["conversations"] for ln in (args.work / "data.jsonl").read_text().splitlines()]
+    texts = [tok.apply_chat_template([_msg(m) for m in c], tokenize=False) for c in convs[:300]]
+    mean = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
+    (args.work / "data_stats.json").write_text(json.dumps({"mean_tokens": mean}))
     results = []
     for spec in specs:
         for n in gpus:
             script = [__file__, "--one", spec, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            script += ["--loss-steps", str(args.loss_steps)]
             script += ["--work", str(args.work)] + (["--smoke"] if args.smoke else [])
             env = dict(os.environ)
             if n == 1:
@@ -400,9 +503,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     if scaling:
         report["scaling"] = scaling
+    curves = compare_curves(ok)
+    if curves:
+        report["loss_curves"] = curves
+    if "v" in ok:  # padding-free packed rows against dense rows, same run
+        report["over_dense_v"] = {
+            name: round(r["useful_tokens_per_s"] / ok["v"]["useful_tokens_per_s"], 3)
+            for name, r in ok.items()
+            if r["gpus"] == 1 and name != "v"
+        }
+    if "d+off" in ok:  # what the padding-free kernel bought under Unsloth
+        report["kernel_gain"] = {
+            name: round(ok[name]["useful_tokens_per_s"] / ok["d+off"]["useful_tokens_per_s"], 3)
+            for name in ok
+            if name.split("+")[0] == "d" and "off" not in name and "unpacked" not in name
+        }
+    if args.table and not args.smoke:
+        write_table(ok, report, args.tag)
     args.out.mkdir(parents=True, exist_ok=True)
     card = (next(iter(ok.values()))["card"] if ok else "unknown").replace(" ", "_")
     suffix = ("_smoke" if args.smoke else "") + ("" if gpus == [1] else "_gpus" + "-".join(map(str, gpus)))
+    suffix += f"_{args.tag}" if args.tag else ""
     out = args.out / f"train_throughput_{card}{suffix}.json"
     out.write_text(json.dumps(report, indent=1))
     for profile in args.work.glob("profile_*.txt"):

@@ -52,3 +52,21 @@ def tiny_run(tmp_path_factory, tiny_chatml) -> Path:
     from support.runs import finished_run
 
     return finished_run(tmp_path_factory.mktemp("run"), tiny_chatml)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The tiny ChatML tokenizer, padded with its end-of-sequence token (the data pipeline's tests)."""
+    from support.tiny import make_tokenizer
+
+    tokenizer = make_tokenizer("chatml")
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def template(tok):
+    """Its training template, with the generation markers for assistant-only loss."""
+    from lorallama.training import chat_templates
+
+    return chat_templates.training_chat_template(tok)

@@ -23,20 +23,6 @@ from lorallama.training.data import DataReport
 # Helpers
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from support.tiny import make_tokenizer
-
-    tokenizer = make_tokenizer("chatml")
-    tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
-def template(tok):
-    return chat_templates.training_chat_template(tok)
-
-
 def sharegpt(q: str, a: str, system: str | None = None) -> dict:
     turns = [{"from": "system", "value": system}] if system else []
     return {"conversations": turns + [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
@@ -173,10 +159,15 @@ def test_unsupported_suffix(tmp_path):
     path.write_text("<rows/>")
     with pytest.raises(DataError) as info:
         D.load_rows(str(path))
-    assert str(info.value) == (f"{path}: unsupported file type '.xml'; use one of .jsonl, .json, .parquet, .csv, .txt")
+    assert str(info.value) == (
+        f"{path}: unsupported file type '.xml'; use one of .jsonl, .json, .parquet, .csv, .tsv, .txt"
+    )
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.md").write_text("x")
-    with pytest.raises(DataError, match=r"empty holds no \.jsonl, \.json, \.parquet, \.csv, \.txt files"):
+    with pytest.raises(
+        DataError,
+        match=r"empty holds no data files \(\.jsonl, \.json, \.parquet, \.csv, \.tsv, \.txt\); it holds readme\.md",
+    ):
         D.load_rows(str(tmp_path / "empty"))
 
 
@@ -242,7 +233,7 @@ def test_same_conversation_in_both_styles_is_a_duplicate(tmp_path):
     both = [D.RawRow(0, sharegpt("Q", "A")), D.RawRow(1, {"conversations": openai("Q", "A")["messages"]})]
     kept = D.validate_chat(both, spec, report, strict=False)
     assert [k["index"] for k in kept] == [0]
-    assert report.dropped == {"duplicate": 1} and report.first_bad == {"duplicate": 1}
+    assert report.dropped == {"duplicate": 1} and report.first_bad == {"duplicate": 2}  # 1-based
 
 
 def test_wrong_messages_field_lists_the_real_columns(tmp_path, tok, template):
@@ -272,12 +263,19 @@ BAD_ROWS = {
     "unknown_role": [{"conversations": [{"from": "narrator", "value": "Once"}, {"from": "gpt", "value": "upon"}]}],
     "non_string_content": [sharegpt("What is 6*7?", 42), sharegpt(None, "nothing asked")],  # type: ignore[arg-type]
     "empty_content": [sharegpt("Say nothing.", "   \n")],
-    "control_characters": [sharegpt("Ring the bell\x07", "Ding.")],
+    "nested_too_deep": [b'{"conversations": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"],
     "non_alternating": [
         {"conversations": [{"from": "human", "value": "One"}, {"from": "human", "value": "Two"}]},
         {"conversations": [{"from": "human", "value": "Hi"}, {"from": "system", "value": "Late"}]},
-        {"conversations": [{"from": "gpt", "value": "I speak first"}, {"from": "human", "value": "Hi"}]},
+        {
+            "conversations": [
+                {"from": "human", "value": "Hi"},
+                {"from": "gpt", "value": "A"},
+                {"from": "gpt", "value": "B"},
+            ]
+        },
     ],
+    "no_user_turn": [{"conversations": [{"from": "system", "value": "S"}, {"from": "gpt", "value": "I speak alone"}]}],
     "no_assistant_turn": [{"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Alone"}]}],
     "duplicate": ["DUPLICATE"],  # replaced by a copy of the first good row
     "too_long": [sharegpt("Tell me a long story.", LONG)],
@@ -304,7 +302,7 @@ def test_bad_row_is_dropped_and_counted(tmp_path, tok, template, reason, variant
     report = prepared.report
     assert (report.total, report.kept) == (4, 3)
     assert report.dropped == {reason: 1}
-    assert report.first_bad == {reason: 2}
+    assert report.first_bad == {reason: 3}  # row numbers are 1-based
     assert sorted(assistant_texts(tok, prepared.train)) == [f"Answer {i}.<|im_end|>" for i in (0, 1, 3)]
 
 
@@ -314,7 +312,10 @@ def test_bad_row_raises_in_strict_mode(tmp_path, tok, template, reason, variant,
     recipe = make_recipe(tmp_path, {"source": "rows.jsonl", "strict": True})
     with pytest.raises(DataError) as info:
         D.prepare(recipe, tok, template)
-    assert str(info.value) == (f"rows.jsonl: row 2 is bad: {reason} ({D.REASONS[reason]}); fix it or unset data.strict")
+    assert str(info.value) == (
+        f"rows.jsonl: row 3 (rows.jsonl line 3) is bad: {reason} ({D.REASONS[reason]}); fix that row, or turn strict "
+        "mode off (data.strict: true in recipe.yaml) to drop and count bad rows instead"
+    )
     # the strict argument overrides the recipe
     assert D.prepare(recipe, tok, template, strict=False).report.dropped == {reason: 1}
 
@@ -330,13 +331,14 @@ def test_too_long_follows_trainer_max_length(tmp_path, tok, template):
     assert D.prepare(roomy, tok, template).report.kept == 2
     tight = make_recipe(tmp_path, {"source": "rows.jsonl"}, {"max_length": lengths[1] - 1})
     report = D.prepare(tight, tok, template).report
-    assert (report.kept, report.dropped, report.first_bad) == (1, {"too_long": 1}, {"too_long": 1})
+    assert (report.kept, report.dropped, report.first_bad) == (1, {"too_long": 1}, {"too_long": 2})
 
 
 def test_mixed_file_report(tmp_path, tok, template):
     """Every chat reason at once: exact counts, first bad row of each, and the good rows intact."""
     lines: list = []
     expected_first: dict[str, int] = {}
+    expected_rows: dict[str, list[int]] = collections.defaultdict(list)
     good_answers = []
     g = 0
     for reason, rows in BAD_ROWS.items():
@@ -344,7 +346,8 @@ def test_mixed_file_report(tmp_path, tok, template):
         good_answers.append(f"Answer {g}.<|im_end|>")
         g += 1
         for bad in rows:
-            expected_first.setdefault(reason, len(lines))
+            expected_first.setdefault(reason, len(lines) + 1)  # 1-based
+            expected_rows[reason].append(len(lines) + 1)
             lines.append(good(0) if bad == "DUPLICATE" else bad)
     write_jsonl(tmp_path / "rows.jsonl", lines)
     prepared = D.prepare(make_recipe(tmp_path, {"source": "rows.jsonl"}), tok, template)
@@ -361,7 +364,8 @@ def test_mixed_file_report(tmp_path, tok, template):
     text = report.format()
     assert f"  rows read   {len(lines)}" in text and f"  rows kept   {g}" in text
     for reason, count in counts.items():
-        line = f"  dropped {count:>6}  {reason:<19} {D.REASONS[reason]} (first: row {expected_first[reason]})"
+        numbers = ", ".join(str(n) for n in expected_rows[reason])
+        line = f"  dropped {count:>6}  {reason:<19} {D.REASONS[reason]} (row{'s' * (count > 1)} {numbers})"
         assert line in text.splitlines()
     assert "empty_text" not in text
     lengths = sorted(report.token_lengths)
@@ -504,7 +508,7 @@ def test_prepare_text_chunks_cleaned_documents(tmp_path, tok, template):
     report = prepared.report
     assert (report.total, report.kept) == (6, 4)
     assert report.dropped == {"empty_text": 1, "non_string_content": 1}
-    assert report.first_bad == {"empty_text": 1, "non_string_content": 4}
+    assert report.first_bad == {"empty_text": 2, "non_string_content": 5}
     assert sorted(report.token_lengths) == sorted(len(b) for b in expected_blocks)
     assert report.notes == [f"4 documents → {len(expected_blocks)} blocks of ≤ 16 tokens"]
 
@@ -527,7 +531,7 @@ def test_missing_text_column_names_text_field(tmp_path, tok, template):
     with pytest.raises(DataError) as info:
         D.prepare(recipe, tok, template)
     assert str(info.value) == (
-        "docs.jsonl row 0 has no text column 'text' (columns: ['body']): "
+        "docs.jsonl row 1 (docs.jsonl line 1) has no text column 'text' (columns: ['body']): "
         "set data.text_field to the column that holds the text"
     )
     recipe = make_recipe(tmp_path, {"source": "docs.jsonl", "format": "text", "text_field": "body"})
@@ -540,7 +544,8 @@ def test_text_mode_strict_raises_on_empty_document(tmp_path, tok, template):
     with pytest.raises(DataError) as info:
         D.prepare(recipe, tok, template)
     assert str(info.value) == (
-        f"docs.jsonl: row 1 is bad: empty_text ({D.REASONS['empty_text']}); fix it or unset data.strict"
+        f"docs.jsonl: row 2 (docs.jsonl line 2) is bad: empty_text ({D.REASONS['empty_text']}); fix that row, or turn "
+        "strict mode off (data.strict: true in recipe.yaml) to drop and count bad rows instead"
     )
 
 
@@ -676,12 +681,16 @@ def test_report_format_lists_only_reasons_that_occurred():
         report.drop(index, reason)
     report.notes.append("hello")
     lines = report.format().splitlines()
-    assert lines[:3] == ["data: x.jsonl", "  rows read   9", "  rows kept   5"]
+    assert lines[:3] == [
+        "data: x.jsonl",
+        "  rows read   9   (row numbers below count from 1, in reading order)",
+        "  rows kept   5",
+    ]
     # report order follows REASONS, not arrival order
     assert lines[3:6] == [
-        f"  dropped      1  invalid_json        {D.REASONS['invalid_json']} (first: row 1)",
-        f"  dropped      2  duplicate           {D.REASONS['duplicate']} (first: row 3)",
-        f"  dropped      1  too_long            {D.REASONS['too_long']} (first: row 8)",
+        f"  dropped      1  invalid_json        {D.REASONS['invalid_json']} (row 2)",
+        f"  dropped      2  duplicate           {D.REASONS['duplicate']} (rows 4, 8)",
+        f"  dropped      1  too_long            {D.REASONS['too_long']} (row 9)",
     ]
     assert lines[-1] == "  note: hello"
     for reason in set(D.REASONS) - {"invalid_json", "duplicate", "too_long"}:

@@ -357,7 +357,7 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys(tmp_path):
     assert error_of(str(path)) == f"{path}: unknown key 'trainer.zzz': valid keys here: {', '.join(names)}"
     path = write_recipe(tmp_path, {"zzz": "red"})
     assert error_of(str(path)) == (
-        f"{path}: unknown key 'zzz': valid keys here: slug, model, data, description, lora, trainer, hub, job"
+        f"{path}: unknown key 'zzz': valid keys here: slug, model, data, description, lora, trainer, hub, job, eval"
     )
 
 

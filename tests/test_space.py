@@ -27,7 +27,7 @@ from lorallama.prompts import COMPARISON_PROMPTS
 from lorallama.recipe import load_recipe
 from lorallama.serving import chat, compare_app, gradio_compat, ui, web
 from lorallama.serving import config as serving_config
-from lorallama.serving.chat_app import build_chat_app
+from lorallama.serving.chat_app import CUT_MARK, CUT_RE, build_chat_app
 from lorallama.training import run
 from support.apps import launched
 from support.models import ATTACKS, count, force_text, greedy, make_adapter, slow_down, wordy
@@ -36,7 +36,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = ["finetome", "marx", "compare", "demo"]
+# What https://huggingface.co/docs/hub/spaces-zerogpu lists under "Supported versions" (read 2026-12-01).
+ZEROGPU_PYTHONS = ("3.10.13", "3.12.12")
+ZEROGPU_TORCH = ("2.8.0", "2.9.1", "2.10.0", "2.11.0")
 SYSTEM = "You are a helpful assistant."
+
+
+def unmarked(answer: str) -> str:
+    """An answer without the mark that it was cut at the token limit (these tests ask for short answers)."""
+    return CUT_RE.sub("", answer)
 
 
 def client(url: str):
@@ -108,7 +116,8 @@ def test_the_answer_streams_in_order_and_is_the_models_answer(chat_app):
     expected = greedy(
         chat_app.cm, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello there"}], 40
     )
-    assert outputs[-1] == job.result() == (expected or ui.NO_ANSWER)
+    # 40 tokens, all used: the answer is the model's, then the mark that it was cut there.
+    assert outputs[-1] == job.result() == (expected or ui.NO_ANSWER) + CUT_MARK.format(n=40)
     assert chat_app.state.active == 0
 
 
@@ -202,7 +211,7 @@ def test_bad_input_gets_a_clear_message_and_never_reaches_the_model(chat_app):
     assert len(chat_app.spy.calls) == calls
     assert rss_mb() - before < 150
     # The session goes on, with the model's own answer.
-    assert c.predict(*args("Hello"), api_name="/chat") == greedy(
+    assert unmarked(c.predict(*args("Hello"), api_name="/chat")) == greedy(
         chat_app.cm, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello"}], 16
     )
 
@@ -295,6 +304,34 @@ def test_page_header_examples_and_endpoints(tiny_chatml):
             "repetition_penalty",
             "seed",
         ]
+
+
+def test_an_answer_cut_at_the_token_limit_is_marked_and_continue_resumes_it(tiny_chatml):
+    cm = chat.load_model(str(tiny_chatml))
+    wordy(cm)
+    spy = GenerateSpy(cm)
+    config = serving_config.ChatConfig(slug="cut", base=str(tiny_chatml), temperature=0.0, repetition_penalty=1.0)
+    demo = build_chat_app(config, model=cm)
+    with launched(demo) as url:
+        c = client(url)
+        first = c.predict(*args("Hello there", max_new_tokens=6), api_name="/chat")
+        assert CUT_RE.search(first) and "6-token limit" in first
+        partial = CUT_RE.sub("", first)
+        assert partial == greedy(
+            cm, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello there"}], 6
+        )
+        rest = c.predict(*args("Continue", max_new_tokens=6), api_name="/chat")
+        asked = chat.encode_prompt(
+            cm.tokenizer, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello there"}]
+        )
+        resumed = spy.prompt_ids()
+        assert resumed[: len(asked)] == asked  # the same question, not "Continue" …
+        assert cm.tokenizer.decode(resumed[len(asked) :]) == partial  # … with the answer so far, left open
+        assert "Continue" not in cm.tokenizer.decode(resumed)
+        assert CUT_RE.sub("", rest).strip() and CUT_RE.search(rest)  # still cut: it can go on again
+        # A finished answer is not marked; "Continue" after it is an ordinary message.
+        done = c.predict(*args("Hi", max_new_tokens=200), api_name="/chat")
+        assert not CUT_RE.search(done) or len(cm.tokenizer(CUT_RE.sub("", done))["input_ids"]) >= 199
 
 
 def test_editing_an_answer_keeps_the_correction_and_editing_a_question_re_asks(tiny_chatml):
@@ -443,6 +480,40 @@ def test_space_variables_override_the_recipe_defaults(tmp_path, monkeypatch):
     assert with_demo.adapters == [str(adapter)]
 
 
+def test_offline_mode_is_refused_in_a_space_with_the_fix(tmp_path):
+    from lorallama.errors import SpaceError
+
+    environ = {"LORALLAMA_OFFLINE": "1", "SPACE_ID": "fork/finetome"}
+    for config in (serving_config.ChatConfig, serving_config.CompareConfig):
+        defaults = {"columns": {"base": []}} if config is serving_config.CompareConfig else {"slug": "finetome"}
+        with pytest.raises(SpaceError, match=r"LORALLAMA_OFFLINE=1 is set in the Space fork/finetome.*Delete the"):
+            config.from_env(environ=environ, **defaults)
+    # On your own machine it still stands in for the Hub.
+    local = serving_config.ChatConfig.from_env(environ={"LORALLAMA_OFFLINE": "1"}, slug="finetome", adapter="x/y")
+    assert local.offline and local.base == serving_config.BUNDLED_BASE
+
+
+def test_a_forks_sync_preloads_only_the_repos_that_are_on_the_hub(hub, capsys):
+    from lorallama.publishing import sync
+
+    hub.seed_repo("unsloth/Llama-3.2-1B-Instruct", {"config.json": "{}"})
+    hub.seed_repo("fork/llama-3.2-1b-finetome", {"adapter_config.json": "{}"})
+    recipes = sync._recipes(REPO)
+    targets = {t.name: t for t in sync.space_targets(REPO, recipes, "fork", sync.Selection.from_paths(None))}
+
+    def meta(slug):
+        return yaml.safe_load(sync._front_matter(targets[slug].files["README.md"].decode())[0])
+
+    assert not any(t.error for t in targets.values()), {n: t.error for n, t in targets.items()}
+    finetome_preload = ["unsloth/Llama-3.2-1B-Instruct", "fork/llama-3.2-1b-finetome"]
+    assert meta("finetome")["preload_from_hub"] == finetome_preload
+    assert meta("marx")["preload_from_hub"] == finetome_preload  # the marx adapter is not trained yet
+    assert "fork/llama-3.2-1b-marx" in meta("marx")["models"]  # the card still names it
+    assert "preload_from_hub" not in meta("demo")  # neither of its repos is there
+    assert "fork/llama-3.2-1b-marx" in capsys.readouterr().out
+    assert meta("finetome")["python_version"] == "3.12.12"
+
+
 def test_config_from_a_recipe_slug(in_tmp):
     marx = serving_config.ChatConfig.from_target("marx", environ={})
     assert (marx.base, marx.adapters, marx.dataset, marx.model_card) == (
@@ -488,7 +559,9 @@ def test_an_unbuilt_widget_is_explained(chat_app, monkeypatch, tmp_path):
 
 def pinned() -> dict[str, str]:
     """name → requirement, from pyproject's ``dependencies = [...]`` (tomllib is 3.11+; the project runs on 3.10)."""
-    block = re.search(r"^dependencies = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M).group(1)
+    text = (REPO / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
+    block += re.search(r"^serve = \[(.*?)\]", text, re.M).group(1).replace(", ", "\n")  # the Space's role
     deps = re.findall(r'^\s*"([^"]+)"', block, re.M)
     return {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower().replace("_", "-"): d for d in deps}
 
@@ -510,7 +583,7 @@ def test_space_readme_yaml_is_valid(slug):
     assert card.data.to_dict()["sdk"] == "gradio"
     assert meta["sdk"] == "gradio"
     assert str(meta["sdk_version"]) == gradio.__version__ == pinned()["gradio"].split("==")[1]
-    assert re.fullmatch(r"3\.\d+", str(meta["python_version"]))
+    assert str(meta["python_version"]) in ZEROGPU_PYTHONS  # what ZeroGPU runs (the demo Space too: one build)
     assert (folder / meta["app_file"]).is_file()
     assert meta["suggested_hardware"] in {h.value for h in SpaceHardware}
     for key in ("models", "tags") if slug == "demo" else ("models", "datasets", "tags"):  # demo data is in the repo
@@ -534,8 +607,14 @@ def test_space_app_is_thin_and_requirements_match_the_pinned_set(slug):
     lines = [ln.strip() for ln in (folder / "requirements.txt").read_text().splitlines()]
     requirements = [ln for ln in lines if ln and not ln.startswith("#")]
     pins = pinned()
+    from packaging.requirements import Requirement
+
     for requirement in requirements:
         name = re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        if name == "torch":  # one exact version ZeroGPU lists, inside the project's own range
+            version = requirement.split("==", 1)[1]
+            assert version in ZEROGPU_TORCH and Requirement(pins["torch"]).specifier.contains(version), requirement
+            continue
         assert pins.get(name) == requirement, (
             f"{slug}/requirements.txt has {requirement}; pyproject pins {pins.get(name)}"
         )
@@ -608,7 +687,7 @@ def run_space_folder(tmp_path: Path, slug: str, variables: dict[str, str]):
     app = tmp_path / slug
     shutil.copytree(REPO / "spaces" / slug, app)
     shutil.copytree(REPO / "src" / "lorallama", app / "lorallama", ignore=shutil.ignore_patterns("__pycache__"))
-    assert (app / "lorallama" / "static" / "widget.js").is_file(), "run `make widget` first"
+    assert (app / "lorallama" / "serving" / "static" / "widget.js").is_file(), "run `make widget` first"
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
@@ -687,7 +766,7 @@ def test_chat_ui_serves_a_model_space_locally(tiny_chatml, monkeypatch, capsys):
         config = served["demo"].lorallama.config
         expected = greedy(chat.load_model(str(tiny_chatml)), [{"role": "user", "content": "Hello"}], 16)
         answer = client(served["url"]).predict("Hello", "", 16, 0.0, 1.0, 1.0, 0, api_name="/chat")
-        assert config.base == str(tiny_chatml) and answer == expected
+        assert config.base == str(tiny_chatml) and unmarked(answer) == expected
         assert served["demo"].lorallama.config.base == str(tiny_chatml)
     finally:
         served["demo"].close()
@@ -738,6 +817,6 @@ def test_serve_demo_serves_the_trained_adapter_and_prints_the_url(tiny_chatml, t
             "demo_chat.jsonl",
         )
         expected = greedy(chat.load_model(str(tiny_chatml), [str(adapter)]), [{"role": "user", "content": "Hi"}], 8)
-        assert client(url).predict("Hi", "", 8, 0, 1, 1, 0, api_name="/chat") == (expected or ui.NO_ANSWER)
+        assert unmarked(client(url).predict("Hi", "", 8, 0, 1, 1, 0, api_name="/chat")) == (expected or ui.NO_ANSWER)
     finally:
         built[0].close()

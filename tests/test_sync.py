@@ -73,7 +73,8 @@ def test_first_sync_creates_each_space_with_the_package_vendored_in(hub, project
     assert info.sdk == "gradio" and info.runtime.stage == "RUNNING"  # the app file is there
     # A Space without a recipe lands in the namespace under its folder's name, with its own app_file.
     beta = hub.files("tester/beta", "space")
-    assert beta["main.py"] == b"print('beta')\n" and "lorallama/__init__.py" in beta
+    # It imports nothing of the package, so nothing of it is vendored.
+    assert beta["main.py"] == b"print('beta')\n" and not any(p.startswith("lorallama/") for p in beta)
 
 
 def test_a_second_sync_changes_nothing(hub, project, capsys):
@@ -91,7 +92,8 @@ def test_a_second_sync_changes_nothing(hub, project, capsys):
 def test_deleted_and_changed_files_are_mirrored_in_one_commit(hub, project, capsys):
     assert run_sync(project, "--only", "spaces") == 0
     (project / "spaces" / "alpha" / "assets" / "logo.png").unlink()
-    (project / "spaces" / "alpha" / "app.py").write_text("print('alpha v2')\n")
+    app_v2 = "from lorallama.serving.config import ChatConfig\n\nprint('alpha v2')\n"  # the same imports
+    (project / "spaces" / "alpha" / "app.py").write_text(app_v2)
     (project / "spaces" / "alpha" / "NOTES.md").write_text("new\n")
     count = len(hub.commits("tester/alpha-chat", "space"))
     capsys.readouterr()
@@ -101,7 +103,7 @@ def test_deleted_and_changed_files_are_mirrored_in_one_commit(hub, project, caps
     assert len(hub.commits("tester/alpha-chat", "space")) == count + 1
     assert changed_in_last_commit(hub, "tester/alpha-chat", "space") == {"assets/logo.png", "app.py", "NOTES.md"}
     files = hub.files("tester/alpha-chat", "space")
-    assert "assets/logo.png" not in files and files["app.py"] == b"print('alpha v2')\n"
+    assert "assets/logo.png" not in files and files["app.py"] == app_v2.encode()
     assert ".gitattributes" in files  # the Hub's own file is kept
 
 

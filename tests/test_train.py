@@ -144,8 +144,10 @@ def test_resume_order_is_explicit_then_local_then_fresh(tmp_path):
     assert plan_resume(out, "auto") == ResumePlan("fresh", "fresh start (no checkpoint found)")
     for step in (3, 6):
         (out / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
-        (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        (out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
     (out / "checkpoints" / "checkpoint-9").mkdir()  # half-written: no trainer_state.json
+    (out / "checkpoints" / "checkpoint-12").mkdir()  # killed while writing it: a truncated trainer_state.json
+    (out / "checkpoints" / "checkpoint-12" / "trainer_state.json").write_text('{"global_st')
     plan = plan_resume(out, "auto")
     assert (plan.kind, plan.source, plan.checkpoint.name) == ("checkpoint", "local", "checkpoint-6")
     plan = plan_resume(out, str(out / "checkpoints" / "checkpoint-3"))
@@ -197,7 +199,7 @@ def test_gpus_n_runs_data_parallel_workers(tmp_path, tiny_chatml):
 
 
 def test_packing_without_varlen_attention_trains_on_length_balanced_batches(tmp_path, tiny_chatml):
-    """Packing needs Unsloth or flash-attn; without them the run trains unpacked on batch_rebalance batches."""
+    """Packing needs a padding-free attention kernel (CUDA); on CPU the run trains unpacked on batch_rebalance batches."""
     from transformers.trainer_pt_utils import BatchRebalanceSampler
 
     recipe = load_recipe(str(write_recipe(tmp_path, tiny_chatml, packing=True)))

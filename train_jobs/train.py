@@ -32,6 +32,7 @@ The run resumes from the repo's last checkpoint when one exists and pushes a new
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -40,6 +41,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", required=True, help="the model repo holding job/recipe.yaml")
     parser.add_argument("--time-budget", help="stop cleanly with a checkpoint after this long, e.g. 3h50m")
     parser.add_argument("--restart", action="store_true", help="ignore the repo's checkpoint and start over")
+    parser.add_argument("--output", help="output folder, e.g. on a mounted bucket volume (default runs/<slug>)")
+    parser.add_argument("--flavor", help="the Jobs flavor this runs on: the run records its cost at that price")
+    parser.add_argument("--gpus", type=int, help="DDP workers, one per GPU (default: every visible GPU)")
     return parser
 
 
@@ -57,7 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--time-budget", args.time_budget]
     if args.restart:
         command.append("--restart")
+    if args.output:
+        command += ["--output", args.output]
+    gpus = args.gpus or _visible_gpus()
+    if gpus > 1:  # a multi-GPU flavor: one DDP worker per GPU
+        command += ["--gpus", str(gpus)]
+    if args.flavor:
+        os.environ["LORALLAMA_JOB_FLAVOR"] = args.flavor  # the workers inherit it
     return cli.main(command)
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
 if __name__ == "__main__":

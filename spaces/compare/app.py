@@ -2,7 +2,7 @@
 
 Space variables repoint a duplicate without touching this file (all of them: lorallama/serving/config.py):
   LORALLAMA_BASE=<base model>   LORALLAMA_ADAPTERS_FINETOME=<adapter>   LORALLAMA_ADAPTERS_MARX=<adapter,adapter>
-  LORALLAMA_OFFLINE=1           no Hub: the bundled SmolLM2-135M-Instruct, the demo adapter standing in
+  LORALLAMA_OFFLINE=1 (your machine only) no Hub: the bundled SmolLM2-135M-Instruct, the demo adapter standing in
 """
 
 from lorallama.serving.compare_app import build_compare_app

@@ -3,7 +3,7 @@
 Space variables repoint a duplicate without touching this file (all of them: lorallama/serving/config.py):
   LORALLAMA_ADAPTER=<your-name>/<adapter-repo>   LORALLAMA_BASE_ADAPTERS=<adapters merged in first, comma-separated>
   LORALLAMA_FEEDBACK_DATASET=<your-name>/<dataset>   log likes, dislikes and edited answers there
-  LORALLAMA_OFFLINE=1                                no Hub: the bundled SmolLM2-135M-Instruct (+ demo adapter)
+  LORALLAMA_OFFLINE=1   (your machine only)          no Hub: the bundled SmolLM2-135M-Instruct (+ demo adapter)
 """
 
 from lorallama.serving.chat_app import build_chat_app

@@ -6,6 +6,9 @@ turns rows into training data and ``lorallama data publish chat-feedback`` count
     {"schema": 1, "id": …, "time": "…Z", "kind": "like" | "dislike" | "edit", "session": <hash> | null,
      "key": <which answer>, "index": <its position>, "conversation": [{"role", "content"}, …],
      "source": {…}, "edited": "…", "previous": "…"}        # edited/previous: kind "edit" only
+
+The compare arena writes ``"kind": "vote"`` rows (``make_vote_row``): ``answers`` (model label → conversation),
+``shown`` (the order on the page), ``winner`` (a label or "tie") and ``blind``; ``conversation`` is the winner's.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ log = logging.getLogger("lorallama")
 SCHEMA = 1
 MAX_MESSAGES = 64  # a row keeps at most this many messages (the newest) …
 MAX_CHARS = 16_000  # … of at most this many characters each: a row stays small whatever the page sends
-KINDS = ("like", "dislike", "edit")
+KINDS = ("like", "dislike", "edit", "vote")
+"""``vote``: the compare arena's verdict on one turn (``make_vote_row``); the others are about one chat answer."""
 ROLE_NAMES = {"system": "system", "user": "human", "assistant": "gpt"}
 
 
@@ -86,6 +90,42 @@ def make_row(
     return row
 
 
+def make_vote_row(
+    answers: dict[str, list[dict[str, Any]]],
+    *,
+    winner: str,
+    shown: list[str],
+    blind: bool,
+    session: str | None = None,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The compare arena's vote on its latest turn. ``answers``: each model's conversation (label → messages, the
+    same questions), ``shown``: the labels in the order the page showed them (as A, B, C… when ``blind``),
+    ``winner``: one of them or ``"tie"``. The row's ``conversation`` is the winner's (the first one's for a tie)."""
+    if winner != "tie" and winner not in answers:
+        raise ValueError(f"the winner {winner!r} is none of the models compared ({', '.join(answers)})")
+    conversations = {label: _clean_conversation(messages) for label, messages in answers.items()}
+    if not conversations or any(not c or c[-1]["role"] != "assistant" for c in conversations.values()):
+        raise ValueError("a vote must be about answers: every model's conversation has to end with one")
+    session_id = hashlib.sha256(session.encode()).hexdigest()[:16] if session else None
+    kept = conversations[winner if winner != "tie" else shown[0]]
+    return {
+        "schema": SCHEMA,
+        "id": uuid.uuid4().hex,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": "vote",
+        "session": session_id,
+        "key": conversation_key(session_id, kept[:-1]),
+        "index": len(kept) - 1,
+        "conversation": kept,
+        "answers": conversations,
+        "shown": list(shown),
+        "winner": winner,
+        "blind": bool(blind),
+        "source": source or {},
+    }
+
+
 def row_problem(row: Any) -> str | None:
     """Why ``row`` is not a feedback row this project wrote (None when it is one)."""
     if not isinstance(row, dict):
@@ -96,15 +136,17 @@ def row_problem(row: Any) -> str | None:
         return "missing_field"
     if row["kind"] == "edit" and not isinstance(row.get("edited"), str):
         return "missing_field"
+    if row["kind"] == "vote" and (not isinstance(row.get("answers"), dict) or not isinstance(row.get("winner"), str)):
+        return "missing_field"
     return None
 
 
 def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Likes, dislikes and edits among feedback rows (rows that are not feedback rows count as none)."""
-    out = {"liked": 0, "disliked": 0, "edited": 0}
+    """Likes, dislikes, edits and arena votes among feedback rows (rows that are not feedback rows count as none)."""
+    out = {"liked": 0, "disliked": 0, "edited": 0, "voted": 0}
     for row in rows:
         if row_problem(row) is None:
-            out[{"like": "liked", "dislike": "disliked", "edit": "edited"}[row["kind"]]] += 1
+            out[{"like": "liked", "dislike": "disliked", "edit": "edited", "vote": "voted"}[row["kind"]]] += 1
     return out
 
 
@@ -146,8 +188,8 @@ def to_sharegpt(feedback_rows: list[dict[str, Any]]) -> Conversion:
     edits: dict[str, dict[str, Any]] = {}
     for row in sorted(feedback_rows, key=lambda r: str(r.get("time", ""))):
         kind, key = row.get("kind"), row.get("key")
-        if kind not in KINDS or not key or not isinstance(row.get("conversation"), list):
-            continue
+        if kind not in KINDS or kind == "vote" or not key or not isinstance(row.get("conversation"), list):
+            continue  # votes compare models; they are not a verdict on one answer
         (edits if kind == "edit" else ratings)[key] = row
     out = Conversion(rows=[])
     seen: set[str] = set()

@@ -236,6 +236,15 @@ def adapter_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def prompt_learning_kind(folder: Path) -> str | None:
+    """``"prefix tuning"`` or ``"prompt tuning"`` for an adapter of virtual tokens (they have no weights to merge into
+    a base); ``None`` for one that changes weights (LoRA, DoRA, rsLoRA, IA3)."""
+    from peft import PeftConfig
+
+    config = PeftConfig.from_pretrained(str(folder))
+    return config.peft_type.value.lower().replace("_", " ") if config.is_prompt_learning else None
+
+
 def merged_base(chain: BaseChain, dtype: str = "float32") -> str:
     """The base with ``chain.adapters`` merged in, saved once in the cache.
 
@@ -246,6 +255,12 @@ def merged_base(chain: BaseChain, dtype: str = "float32") -> str:
     if not chain.adapters:
         return path
     folders = [local_adapter(a) for a in chain.adapters]
+    for adapter, folder in zip(chain.adapters, folders, strict=True):
+        if kind := prompt_learning_kind(folder):
+            raise ModelError(
+                f"adapter {adapter} is {kind}, which cannot be merged into a base to train or load on top of: "
+                "retrain it with lora.method lora, dora, rslora or ia3"
+            )
     key_parts = [path, *(adapter_fingerprint(f) for f in folders), dtype]
     key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
     target = cache_root() / "merged" / key

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from .errors import RecipeError
+from .names import LOCAL_SUFFIXES
 from .paths import recipes_dir
 
 __all__ = ["RecipeError", "Recipe", "load_recipe", "find_recipe", "parse_duration", "recipes_dir"]
@@ -57,6 +58,8 @@ class ModelSpec:
     """An adapter (Hub id or folder) merged into the base before training; set for you when base is a slug."""
     load_in_4bit: bool = True
     """QLoRA on CUDA with bitsandbytes; ignored on CPU, where training runs unquantized."""
+    load_in_8bit: bool = False
+    """The base in 8-bit (bitsandbytes LLM.int8) on CUDA; needs load_in_4bit: false. Ignored on CPU."""
     dtype: str = "auto"
     chat_template: str | None = None
     """Path to a Jinja chat template that replaces the tokenizer's own."""
@@ -69,6 +72,11 @@ class ModelSpec:
             self.dtype,
             "use auto, float32, bfloat16 or float16",
         )
+        if self.load_in_8bit and self.load_in_4bit:
+            raise RecipeError(
+                "model.load_in_8bit and model.load_in_4bit are both true: pick one; for 8-bit also write "
+                "model.load_in_4bit: false"
+            )
 
 
 @dataclass
@@ -89,6 +97,48 @@ class ReplaySpec:
         _need(self.max_rows is None or self.max_rows > 0, "data.replay.max_rows", self.max_rows, "use a positive count")
 
 
+JUDGE_PROMPT = (
+    "Rate the assistant's replies in this conversation from 1 (useless, wrong or harmful) to 5 (correct, helpful "
+    "and well written). Answer with one digit.\n\n{conversation}"
+)
+
+
+@dataclass
+class JudgeSpec:
+    """A quality judge: each conversation gets a score, those under ``threshold`` are dropped (scores cached)."""
+
+    model: str | None = None
+    """A base the project can load (Hub id, folder, ``bundled:smollm2-135m-instruct``): the score is its expected
+    rating, the digits 1-5 weighted by their probability as the next token after ``prompt``."""
+    function: str | None = None
+    """Or ``package.module:function``, called with a list of conversations, returning one score each."""
+    prompt: str = JUDGE_PROMPT
+    """Holds ``{conversation}``; given to the model as a user turn."""
+    threshold: float = 3.0
+    batch_size: int = 8
+    max_tokens: int = 1024
+    """Longer conversations are cut to this many tokens before they are judged."""
+    cache: str | None = None
+    """SQLite file of scores by content hash (default ``$LORALLAMA_CACHE/judge.sqlite``)."""
+
+    def __post_init__(self) -> None:
+        _need(
+            (self.model is None) != (self.function is None),
+            "data.judge",
+            {"model": self.model, "function": self.function},
+            "set exactly one of data.judge.model (e.g. bundled:smollm2-135m-instruct) or data.judge.function",
+        )
+        _need(
+            self.function is None or re.fullmatch(r"[\w.]+:\w+", self.function) is not None,
+            "data.judge.function",
+            self.function,
+            "write package.module:function",
+        )
+        _need("{conversation}" in self.prompt, "data.judge.prompt", self.prompt[:60], "put {conversation} in it")
+        _need(self.batch_size >= 1, "data.judge.batch_size", self.batch_size, "use 1 or more")
+        _need(self.max_tokens >= 16, "data.judge.max_tokens", self.max_tokens, "use a token count such as 1024")
+
+
 @dataclass
 class DataSpec:
     source: str
@@ -107,6 +157,12 @@ class DataSpec:
     min_score: float | None = None
     score_field: str = "score"
     dedupe: bool = True
+    near_duplicates: float | None = None
+    """Drop conversations this similar (estimated Jaccard of word 3-grams, MinHash/LSH) to an earlier one, e.g. 0.8;
+    at most 0.98 (higher is what the exact-duplicate drop does)."""
+    judge: JudgeSpec | None = None
+    language: list[str] = field(default_factory=list)
+    """Keep only conversations in these languages (ISO 639-1 codes such as en, de; py3langid); empty keeps all."""
     eval_rows: int = 0
     """Rows held out for evaluation (domain loss; with replay also general chat loss)."""
     trim: list[str] = field(default_factory=list)
@@ -119,6 +175,14 @@ class DataSpec:
             self.shard_index()
         _need(self.max_rows is None or self.max_rows > 0, "data.max_rows", self.max_rows, "use a positive count")
         _need(self.eval_rows >= 0, "data.eval_rows", self.eval_rows, "use 0 or a positive count")
+        _need(
+            self.near_duplicates is None or 0 < self.near_duplicates <= 0.98,  # LSH needs 2+ bands of 128
+            "data.near_duplicates",
+            self.near_duplicates,
+            "use a similarity above 0 and at most 0.98, e.g. 0.8 (or leave it out)",
+        )
+        for code in self.language:
+            _need(re.fullmatch(r"[a-z]{2}", code) is not None, "data.language", code, "use ISO 639-1 codes like en")
         if self.replay is not None and self.format != "text":
             raise RecipeError("data.replay is for raw-text training (data.format: text); chat data needs no replay")
         for pattern in self.trim:
@@ -134,18 +198,51 @@ class DataSpec:
         return int(m.group(1)), int(m.group(2))
 
 
+# The adapter methods (training/adapters.py maps each to its PEFT config). Prompt-learning methods add trained
+# virtual tokens instead of changing weights, so they cannot be merged into the base.
+ADAPTER_METHODS = ("lora", "dora", "rslora", "ia3", "prefix", "prompt")
+WEIGHT_METHODS = ("lora", "dora", "rslora", "ia3")
+VIRTUAL_TOKEN_METHODS = ("prefix", "prompt")
+
+
 @dataclass
 class LoraSpec:
+    """The adapter: ``method`` picks it; r/alpha/dropout shape lora, dora and rslora, target_modules all four
+    weight methods, num_virtual_tokens prefix and prompt tuning."""
+
+    method: str = "lora"
+    """lora, dora (magnitude + direction), rslora (alpha / sqrt(r) scaling), ia3 (learned scaling vectors), prefix
+    (trained key/value prefixes in every layer) or prompt (trained input embeddings)."""
     r: int = 16
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    feedforward_modules: list[str] | None = None
+    """ia3: the target modules scaled on their input (default: the MLP ones among target_modules)."""
+    num_virtual_tokens: int = 20
+    """prefix and prompt: how many trained virtual tokens go before every sequence."""
+    prompt_init_text: str | None = None
+    """prompt: start the virtual tokens from this text's embeddings instead of random ones."""
 
     def __post_init__(self) -> None:
+        _need(self.method in ADAPTER_METHODS, "lora.method", self.method, f"use one of {', '.join(ADAPTER_METHODS)}")
         _need(self.r > 0, "lora.r", self.r, "use a positive rank such as 8, 16 or 32")
         _need(self.alpha > 0, "lora.alpha", self.alpha, "use a positive value, usually equal to r")
         _need(0 <= self.dropout < 1, "lora.dropout", self.dropout, "use a value in [0, 1), e.g. 0 or 0.05")
         _need(bool(self.target_modules), "lora.target_modules", self.target_modules, "list at least one module")
+        _need(
+            1 <= self.num_virtual_tokens <= 512,
+            "lora.num_virtual_tokens",
+            self.num_virtual_tokens,
+            "use a count between 1 and 512, e.g. 20",
+        )
+        if self.feedforward_modules is not None:
+            _need(self.method == "ia3", "lora.feedforward_modules", self.feedforward_modules, "it is for method ia3")
+            extra = sorted(set(self.feedforward_modules) - set(self.target_modules))
+            _need(not extra, "lora.feedforward_modules", self.feedforward_modules, f"add {extra} to target_modules")
+        if self.prompt_init_text is not None:
+            _need(self.method == "prompt", "lora.prompt_init_text", self.prompt_init_text, "it is for method prompt")
+            _need(bool(self.prompt_init_text.strip()), "lora.prompt_init_text", "", "write some text or remove it")
 
 
 OPTIMIZERS = ("adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "sgd", "adafactor")
@@ -167,6 +264,12 @@ class TrainerSpec:
     """adamw_8bit needs bitsandbytes on CUDA; elsewhere the run falls back to adamw_torch and says so."""
     weight_decay: float = 0.01
     lr_scheduler_type: str = "linear"
+    num_cycles: int = 1
+    """cosine_with_restarts: how many cosine cycles (warm restarts) the schedule makes."""
+    warmup_ratio: float | None = None
+    """Warm up for this share of all optimizer steps instead of warmup_steps (e.g. 0.03)."""
+    label_smoothing: float = 0.0
+    """Share of each target's probability spread over the vocabulary (0.1 is usual; 0 = plain cross-entropy)."""
     seed: int = 3407
     save_steps: int = 50
     save_total_limit: int = 5
@@ -195,6 +298,20 @@ class TrainerSpec:
             self.lr_scheduler_type,
             f"use one of {', '.join(SCHEDULERS)}",
         )
+        _need(self.num_cycles >= 1, "trainer.num_cycles", self.num_cycles, "use a whole number >= 1, e.g. 3")
+        _need(
+            self.num_cycles == 1 or self.lr_scheduler_type == "cosine_with_restarts",
+            "trainer.num_cycles",
+            self.num_cycles,
+            "cycles need trainer.lr_scheduler_type: cosine_with_restarts",
+        )
+        _need(
+            self.warmup_ratio is None or 0 <= self.warmup_ratio < 1,
+            "trainer.warmup_ratio",
+            self.warmup_ratio,
+            "use a share in [0, 1), e.g. 0.03",
+        )
+        _need(0 <= self.label_smoothing < 1, "trainer.label_smoothing", self.label_smoothing, "use [0, 1), e.g. 0.1")
         _need(self.max_length >= 16, "trainer.max_length", self.max_length, "use a token count such as 2048")
         _need(
             self.train_sampling_strategy in SAMPLERS,
@@ -227,12 +344,79 @@ class HubSpec:
 class JobSpec:
     flavor: str = "t4-small"
     timeout: str = "4h"
+    checkpoint_volume: str | None = None
+    """A Storage Bucket (``namespace/bucket`` or ``hf://buckets/namespace/bucket``) mounted read-write into the job:
+    local checkpoints then outlive a preempted job; the model repo still gets the adapter and newest checkpoint."""
 
     def __post_init__(self) -> None:
         try:
             parse_duration(self.timeout)
         except RecipeError:
             raise RecipeError(f"job.timeout = {self.timeout!r} is not valid: write it like 4h, 3h50m or 90m") from None
+        if self.checkpoint_volume is not None:
+            bucket = self.checkpoint_volume.removeprefix("hf://buckets/").rstrip("/")
+            _need(
+                re.fullmatch(r"[\w.-]+/[\w.-]+", bucket) is not None,
+                "job.checkpoint_volume",
+                self.checkpoint_volume,
+                "name a Storage Bucket as namespace/bucket or hf://buckets/namespace/bucket",
+            )
+            self.checkpoint_volume = bucket
+
+
+GENERAL_CHAT = "bundled:general-chat"
+"""The general chat set the project ships (``train_jobs/data/general_chat.jsonl``): varied questions answered by the
+bundled SmolLM2 itself, so its loss measures drift from that base."""
+SELECT_RULES = ("best_domain_within_general", "lowest_eval", "last")
+
+
+@dataclass
+class EvalSpec:
+    """Evaluation at step 0 (the base) and at every checkpoint, the rule that picks the published checkpoint, and
+    the guard that stops a run that forgets how to chat. Present (even as ``eval: {}``) means on."""
+
+    general_eval: str | None = GENERAL_CHAT
+    """Any chat source (file, folder or Hub dataset) whose loss is general chat ability; null turns it off."""
+    general_split: str = "train"
+    general_rows: int = 200
+    """Conversations of ``general_eval`` used (the first ones)."""
+    prompts: list[str] = field(default_factory=list)
+    """Asked greedily at every evaluation, after the three prompts of the original comparison."""
+    max_new_tokens: int = 60
+    select: Any = field(default_factory=lambda: {"best_domain_within_general": 1.10})
+    """``{best_domain_within_general: 1.10}`` (lowest domain loss whose general loss is ≤ 1.10 × the base's),
+    ``lowest_eval`` (lowest domain loss) or ``last``."""
+    stop_if_general_worse_than: float | None = None
+    """End the run (saved, pushed, finished) once general loss exceeds this × the base's, e.g. 1.25."""
+
+    def __post_init__(self) -> None:
+        _need(self.general_rows > 0, "eval.general_rows", self.general_rows, "use a positive count, e.g. 200")
+        _need(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "use a token count, e.g. 60")
+        self.select_rule()
+        limit = self.stop_if_general_worse_than
+        _need(
+            limit is None or (isinstance(limit, int | float) and limit > 1),
+            "eval.stop_if_general_worse_than",
+            limit,
+            "use a ratio above 1, e.g. 1.25 (stop when general loss is 25% worse than the base's)",
+        )
+
+    def select_rule(self) -> tuple[str, float | None]:
+        """``(rule, limit)``: ``("best_domain_within_general", 1.1)``, ``("lowest_eval", None)``, ``("last", None)``."""
+        value = self.select
+        if isinstance(value, dict) and len(value) == 1:
+            ((name, limit),) = value.items()
+        elif isinstance(value, str):
+            name, limit = value, (1.10 if value == "best_domain_within_general" else None)
+        else:
+            name, limit = None, None
+        number = isinstance(limit, int | float) and not isinstance(limit, bool)
+        ok = name in SELECT_RULES and (
+            (name == "best_domain_within_general" and number and limit >= 1)
+            or (name != "best_domain_within_general" and limit is None)
+        )
+        _need(ok, "eval.select", value, "write {best_domain_within_general: 1.10}, lowest_eval or last")
+        return str(name), (float(limit) if limit is not None else None)
 
 
 @dataclass
@@ -245,6 +429,7 @@ class Recipe:
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
     hub: HubSpec = field(default_factory=HubSpec)
     job: JobSpec = field(default_factory=JobSpec)
+    eval: EvalSpec | None = None
     path: Path | None = field(default=None, compare=False, metadata={"yaml": False})
     """The file it came from; relative data paths resolve against its folder."""
 
@@ -255,6 +440,13 @@ class Recipe:
             self.slug,
             "use lowercase letters, digits, - and _ (it names the model everywhere)",
         )
+        if self.eval is not None:
+            rule, _ = self.eval.select_rule()
+            if rule == "best_domain_within_general" and not (self.data.eval_rows and self.eval.general_eval):
+                raise RecipeError(
+                    "eval.select best_domain_within_general compares domain with general loss: it needs "
+                    "data.eval_rows > 0 and eval.general_eval; set both, or use eval.select: lowest_eval or last"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -266,7 +458,9 @@ class Recipe:
         if self.path is None or value.startswith(BUNDLED_PREFIX) or Path(value).is_absolute():
             return value
         candidate = Path(os.path.normpath(self.path.parent / value))  # no symlink following (Hub cache blobs)
-        return str(candidate) if candidate.exists() or value.startswith(".") else value
+        # a file name stays beside the recipe even when it is missing there: never one of the current folder
+        local = value.startswith(".") or Path(value).suffix.lower() in LOCAL_SUFFIXES
+        return str(candidate) if candidate.exists() or local else value
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,6 +542,7 @@ def _all_keys() -> dict[str, str]:
         out.update({name: f"{section}.{name}" for name in _field_names(cls)})
     out.update({name: f"hub.{name}" for name in _field_names(HubSpec)})
     out.update({name: f"job.{name}" for name in _field_names(JobSpec)})
+    out.update({name: f"eval.{name}" for name in _field_names(EvalSpec)})
     return out
 
 

@@ -30,9 +30,19 @@ ignored: the job runs on this machine with this interpreter. Command mapping (se
     anything else                             -> run as given, looked up on PATH
 
 ``--with``/``--python`` and PEP 723 dependencies are ignored: the current environment must already provide them.
-Stages: SCHEDULING -> RUNNING -> COMPLETED (exit 0) | ERROR (non-zero exit, timeout, kill, setup failure) | CANCELED.
-A cancel or timeout sends SIGTERM to the process group and SIGKILL after ``job_grace_s``; the stage changes when the
-process has exited, so a terminal stage always means the process is gone and the log is complete.
+Stages: SCHEDULING -> RUNNING -> COMPLETED (exit 0) | ERROR (non-zero exit, timeout, kill, preemption, setup
+failure) | CANCELED. A cancel or timeout sends SIGTERM to the process group and SIGKILL after ``job_grace_s``; the
+stage changes when the process has exited, so a terminal stage always means the process is gone and the log is
+complete. ``preempt_job`` reclaims the machine as the platform does: SIGTERM then SIGKILL after a grace period, or
+SIGKILL alone.
+
+Volumes: a ``bucket`` volume is a folder under ``<root>/buckets/<namespace>/<bucket>`` that outlives the job (as a
+Storage Bucket does). The job runs on this machine, so the mount path in its command, arguments and environment is
+rewritten to that folder. Repo volumes are refused (400).
+
+Warm interpreter (``hub.jobs.warm_python(preload=[...])``): Python jobs are forked from a server process that has
+already imported ``preload``, like a platform image with its packages installed; the job is still a real process
+in its own group (signals, exit codes, logs), it only skips the imports. Tests that start many jobs use it.
 """
 
 from __future__ import annotations
@@ -135,6 +145,7 @@ DEFAULT_GITATTRIBUTES = "".join(
     ]
 )
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _HEX_RE = re.compile(r"[0-9a-f]{7,40}")
 
 
@@ -627,7 +638,7 @@ class Job:
     finished_at: str | None = None
     argv: list[str] | None = None  # the local command the spec was mapped to
     logs: list[tuple[str, str]] = field(default_factory=list)  # (timestamp, line)
-    end_reason: str | None = None  # "canceled" | "timeout" | "killed"
+    end_reason: str | None = None  # "canceled" | "timeout" | "killed" | "preempted"
     done: bool = False
     proc: subprocess.Popen | None = None
     thread: threading.Thread | None = None
@@ -641,6 +652,61 @@ class Job:
         return [line for _, line in self.logs]
 
 
+def _warm_main(argv: list[str], cwd: str, env: dict[str, str], out: Any) -> None:
+    """A job forked from the warm interpreter: own process group, logs to `out`, the job's cwd/env/argv."""
+    import runpy
+
+    os.setsid()
+    for fd in (1, 2):
+        os.dup2(out.fileno(), fd)
+    out.close()
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    if "huggingface_hub.constants" in sys.modules:  # preloaded: it read HF_HOME at import, re-point its caches
+        constants = sys.modules["huggingface_hub.constants"]
+        home = env.get("HF_HOME", "")
+        for name, sub in (("HF_HOME", ""), ("HF_HUB_CACHE", "hub"), ("HUGGINGFACE_HUB_CACHE", "hub")):
+            if hasattr(constants, name):
+                setattr(constants, name, os.path.join(home, sub) if sub else home)
+        for name in ("HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH"):
+            if hasattr(constants, name):
+                setattr(constants, name, os.path.join(home, name.lower()))
+    args = argv[1:]
+    if args[:1] == ["-m"]:
+        sys.argv = [args[1], *args[2:]]
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    elif args[:1] == ["-c"]:
+        sys.argv = ["-c", *args[2:]]
+        exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
+    else:
+        sys.argv = args
+        sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))
+        runpy.run_path(args[0], run_name="__main__")
+
+
+class _WarmProcess:
+    """The part of `subprocess.Popen` the job runner uses, for a process forked from the warm interpreter."""
+
+    def __init__(self, ctx: Any, argv: list[str], cwd: Path, env: dict[str, str]):
+        reader, writer = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(target=_warm_main, args=(argv, str(cwd), env, writer), daemon=True)
+        self._process.start()
+        writer.close()
+        self.pid = self._process.pid
+        self.stdout = open(os.dup(reader.fileno()), "rb")  # noqa: SIM115
+        reader.close()
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self) -> int:
+        self._process.join()
+        return self._process.exitcode
+
+
 class JobManager:
     def __init__(self, hub: HubDouble):
         self.hub = hub
@@ -648,6 +714,38 @@ class JobManager:
         self.grace_s = 5.0  # SIGTERM -> SIGKILL delay for cancel and timeout
         self.scheduling_delay_s = 0.0
         self.extra_env: dict[str, str] = {}  # added to every job's environment (before the job's own env)
+        self._warm: Any = None  # a multiprocessing forkserver context, once warm_python() was called
+
+    def warm_python(self, preload: Iterable[str]) -> None:
+        """Fork Python jobs from a server that imported `preload` (once per process: the forkserver is global)."""
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(preload))
+        self._warm = ctx
+
+    def _popen(self, job: Job, argv: list[str]) -> Any:
+        python = argv[0] == sys.executable and len(argv) > 1
+        if self._warm is not None and python and (argv[1] in ("-m", "-c") or argv[1].endswith(".py")):
+            return _WarmProcess(self._warm, argv, job.workdir, self._env(job))
+        return subprocess.Popen(
+            argv,
+            cwd=job.workdir,
+            env=self._env(job),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own group: signal all
+        )
+
+    def _mounts(self, job: Job) -> dict[str, str]:
+        """Mount path → local folder for the job's bucket volumes."""
+        out = {}
+        for volume in job.spec.get("volumes") or []:
+            folder = self.hub.root / "buckets" / volume["source"]
+            folder.mkdir(parents=True, exist_ok=True)
+            out[volume["mountPath"].rstrip("/")] = str(folder)
+        return out
 
     def submit(self, spec: dict, namespace: str, owner: Account) -> Job:
         job_id = _new_id()
@@ -672,6 +770,8 @@ class JobManager:
         env.update({k: str(v) for k, v in (job.spec.get("environment") or {}).items()})
         env.update({k: str(v) for k, v in (job.spec.get("secrets") or {}).items()})
         env.update(HF_ENDPOINT=self.hub.url, PYTHONUNBUFFERED="1")
+        for mount, folder in self._mounts(job).items():
+            env = {k: re.sub(rf"^{re.escape(mount)}(?=/|$)", folder, v) for k, v in env.items()}
         return env
 
     def _run(self, job: Job) -> None:
@@ -683,15 +783,9 @@ class JobManager:
             job.argv = map_job_command(
                 [*job.spec.get("command", []), *job.spec.get("arguments", [])], job.workdir, self.hub._fetch_script
             )
-            proc = subprocess.Popen(
-                job.argv,
-                cwd=job.workdir,
-                env=self._env(job),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own group: signal all
-            )
+            for mount, folder in self._mounts(job).items():
+                job.argv = [re.sub(rf"^{re.escape(mount)}(?=/|$)", folder, a) for a in job.argv]
+            proc = self._popen(job, job.argv)
         except (JobSetupError, OSError) as e:
             self._log(job, f"Error: {e}")
             with job.cond:
@@ -724,6 +818,8 @@ class JobManager:
                 job.stage, job.message = "ERROR", f"Job timeout: exceeded its timeout of {timeout} seconds"
             elif job.end_reason == "killed":
                 job.stage, job.message = "ERROR", "Job was killed (SIGKILL): the machine running it went away"
+            elif job.end_reason == "preempted":
+                job.stage, job.message = "ERROR", "Job was preempted: the machine running it was reclaimed"
             elif returncode == 0 and job.message is None:
                 job.stage = "COMPLETED"
             else:
@@ -768,6 +864,19 @@ class JobManager:
             job.end_reason = "killed"
         self._signal(job, signal.SIGKILL)
 
+    def preempt(self, job: Job, grace_s: float | None = None) -> None:
+        """Reclaim the machine: SIGTERM then SIGKILL after `grace_s`, or SIGKILL alone when `grace_s` is None."""
+        with job.cond:
+            if job.done or job.end_reason:
+                return
+            job.end_reason = "preempted"
+        if grace_s is None:
+            return self._signal(job, signal.SIGKILL)
+        self._signal(job, signal.SIGTERM)
+        killer = threading.Timer(grace_s, self._signal, (job, signal.SIGKILL))
+        killer.daemon = True
+        killer.start()
+
     def kill_all(self) -> None:
         for job in list(self.jobs.values()):
             self.kill(job)
@@ -801,7 +910,7 @@ class JobManager:
                 "totalSecs": int(finished - job.t_created),
             },
         }
-        info.update({k: spec[k] for k in ("dockerImage", "spaceId") if k in spec})
+        info.update({k: spec[k] for k in ("dockerImage", "spaceId", "volumes") if k in spec})
         info.update({k: v for k, v in (("startedAt", job.started_at), ("finishedAt", job.finished_at)) if v})
         return info
 
@@ -995,6 +1104,14 @@ class HubDouble:
     def kill_job(self, job_id: str) -> None:
         """SIGKILL the job's processes, like a preempted machine: the job ends in ERROR."""
         self.jobs.kill(self.job(job_id))
+
+    def preempt_job(self, job_id: str, grace_s: float | None = None) -> None:
+        """Preempt the job as the platform does: SIGTERM, SIGKILL after `grace_s`; SIGKILL alone with None."""
+        self.jobs.preempt(self.job(job_id), grace_s)
+
+    def bucket_dir(self, bucket: str) -> Path:
+        """The folder behind bucket `namespace/name` (what its volume mounts)."""
+        return self.root / "buckets" / bucket
 
     def _take_faults(self, req: Request) -> tuple[float, Fault | None]:
         with self._lock:
@@ -1654,8 +1771,15 @@ class HubDouble:
             raise HubError(400, "A job needs a `dockerImage` or a `spaceId`")
         if spec.get("flavor", "cpu-basic") not in JOB_FLAVORS:
             raise HubError(400, f"Invalid flavor: {spec.get('flavor')!r}")
-        if spec.get("volumes"):
-            raise HubError(400, "Volumes are not supported by the Hub double: fetch files from a repo instead")
+        for volume in spec.get("volumes") or []:
+            if volume.get("type") != "bucket":
+                raise HubError(400, "Only bucket volumes are supported by the Hub double: fetch repos instead")
+            if not str(volume.get("mountPath", "")).startswith("/") or not _REPO_ID_RE.fullmatch(
+                volume.get("source", "")
+            ):
+                raise HubError(400, f"Invalid volume: {volume!r}")
+            if volume["source"].split("/")[0] not in owner.namespaces:
+                raise HubError(403, f"You don't have the rights to mount bucket {volume['source']}")
         return json_response(self.jobs.info(self.jobs.submit(spec, ns, owner)))
 
     def h_list_jobs(self, req: Request, ns: str) -> Response:

@@ -78,3 +78,29 @@ def greedy(cm: chat.ChatModel, messages, max_new_tokens: int) -> str:
 
 def count(ids: list[int], tokenizer, token: str) -> int:
     return ids.count(tokenizer.convert_tokens_to_ids(token))
+
+
+def succession(cm: chat.ChatModel, count: int = 12, scale: float = 30.0) -> list[str]:
+    """Make greedy decoding walk a loop of ``count`` whole-word tokens whatever the prompt: a long, varied answer with
+    wide margins between the chosen token and the rest (no near-ties for float noise to flip). Returns the words."""
+    vocab = cm.tokenizer.get_vocab()
+    words = sorted(t for t in vocab if t.startswith("Ġ") and len(t) > 2 and t[1:].isalpha())[:count]
+    ids = [vocab[w] for w in words]
+    model = cm.model
+    with torch.no_grad():
+        for layer in model.model.layers:  # the residual stream stays the current token's embedding
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embedding = model.get_input_embeddings().weight
+        unit = embedding / embedding.norm(dim=-1, keepdim=True)
+        head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=False)
+        head.weight.zero_()
+        for i, token in enumerate(ids):
+            head.weight[ids[(i + 1) % len(ids)]] += scale * unit[token]
+        newline = cm.tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+        head.weight[ids[0]] += scale * unit[newline]  # the generation prompt ends with a newline
+        # The final norm scales the embedding to an RMS of 1, i.e. a length of sqrt(hidden): ``scale`` is the logit.
+        head.weight /= model.model.norm.weight.abs().clamp(min=1e-3) * model.config.hidden_size**0.5
+    model.lm_head = head
+    model.config.tie_word_embeddings = False
+    return [w[1:] for w in words]

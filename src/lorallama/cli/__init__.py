@@ -6,6 +6,7 @@ lorallama train finetome --set trainer.learning_rate=1e-4 --output runs/ft
 lorallama chat demo --prompt "What is the tallest mountain in the world ?"
 lorallama chat --ui demo                         # the model's chat Space, served locally
 lorallama data inspect finetome                  # validation report + token-length histogram
+lorallama sweep demo --grid trainer.learning_rate=1e-4,5e-4 --max-steps 40   # ranked trials
 lorallama data from-feedback you/feedback        # liked / corrected Space conversations → ShareGPT JSONL
 """
 
@@ -17,9 +18,9 @@ import os
 import sys
 import traceback
 
-from . import cards, chat, data, demo, export, jobs, sync, train
+from . import cards, chat, data, demo, export, jobs, sweep, sync, train
 
-COMMANDS = (train, chat, data, jobs, demo, sync, cards, export)  # each registers its own sub-commands
+COMMANDS = (train, chat, data, jobs, sweep, demo, sync, cards, export)  # each registers its own sub-commands
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="answer the three original prompts with the base and the tuned model (greedy) and record them",
     )
-    p.add_argument("--push", action="store_true", help="upload README.md, loss.png and samples.json to the model repo")
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="upload README.md, loss.png, tradeoff.png and samples.json to the model repo",
+    )
     p.add_argument("--repo", help="model repo to push to (default: the recipe's hub.model_repo, HF_NAMESPACE applied)")
     p.add_argument("--template", type=Path, help="card template (default: model_cards/<slug>.md, else the built-in)")
     p.set_defaults(func=cmd_cards)
@@ -48,7 +52,7 @@ def cmd_cards(args) -> int:
     from .. import hub
     from ..errors import CardError
     from ..names import namespace_override, with_namespace
-    from ..plots import loss_png
+    from ..plots import loss_png, tradeoff_png
     from ..publishing import cards
 
     run, recipe, folder = cards.locate_run(args.target)
@@ -83,6 +87,10 @@ def cmd_cards(args) -> int:
         png = run.loss_png or (loss_png(run.history, f"{recipe.slug}: training loss") if run.history else None)
         if png is not None:
             files["loss.png"] = png
+        if folder is not None and (folder / cards.TRADEOFF_PNG).is_file():
+            files[cards.TRADEOFF_PNG] = (folder / cards.TRADEOFF_PNG).read_bytes()
+        elif (run.meta.get("quality") or {}).get("records"):
+            files[cards.TRADEOFF_PNG] = tradeoff_png(run.meta["quality"], f"{recipe.slug}: domain vs general chat loss")
         if folder is not None and (folder / cards.SAMPLES_FILE).is_file():
             files[cards.SAMPLES_FILE] = (folder / cards.SAMPLES_FILE).read_bytes()
         commit = hub.upload_files(repo, files, f"Model card for {recipe.slug} (lorallama cards)")

@@ -12,7 +12,9 @@ def register(sub) -> None:
     q = dsub.add_parser("inspect", help="validation report and token-length histogram (also written as a PNG)")
     q.add_argument("recipe", help="recipe slug or YAML path")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
-    q.add_argument("--strict", action="store_true", help="stop at the first bad row")
+    q.add_argument(
+        "--strict", action="store_true", help="stop at the first bad row, naming its file and line (as data.strict)"
+    )
     q.add_argument("--png", type=Path, help="where to write the histogram (default runs/<slug>/token_lengths.png)")
     q.set_defaults(func=cmd_data_inspect)
     q = dsub.add_parser(
@@ -38,7 +40,7 @@ def cmd_data_inspect(args) -> int:
     template = training_chat_template(tokenizer) if recipe.trainer.assistant_only_loss else None
     prepared = data.prepare(recipe, tokenizer, template, strict=args.strict or None)
     png = args.png or run_dir(recipe.slug) / "token_lengths.png"
-    lengths = [len(ids) for ids in prepared.train["input_ids"]]
+    lengths = data.example_lengths(prepared.train)
     print(prepared.report.format())
     held_out = ", ".join(f"{k} {len(v)}" for k, v in prepared.eval.items()) or "none"
     print(f"\ntraining examples: {len(lengths)}; held out: {held_out}")

@@ -1,4 +1,4 @@
-"""``lorallama export``: a merged 16-bit model for serving, or an AutoTrain config equal to a recipe."""
+"""``lorallama export``: a merged 16-bit model for serving, GGUF for llama.cpp and Ollama, or an AutoTrain config."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     q.add_argument("--push", metavar="REPO", help="also upload the folder to this model repo (created if needed)")
     q.add_argument("--private", action="store_true", help="with --push: create the repo private")
     q.set_defaults(func=cmd_export_merged)
+    register_gguf(sub)
     q = sub.add_parser(
         "autotrain",
         help="write an AutoTrain Advanced LLM-SFT config (YAML) equivalent to the recipe",
@@ -71,6 +72,71 @@ def cmd_export_merged(args) -> int:
         hub.ensure_repo(args.push, private=args.private)
         commit = hub.push_folders(args.push, {"": report.output}, f"Merged {report.dtype} export (lorallama)")
         print(f"pushed to {args.push} ({commit[:12]})")
+    return 0
+
+
+def register_gguf(sub) -> None:
+    from ..publishing.gguf import LLAMA_QUANTIZE, NATIVE_QUANTS, QUANTS
+
+    q = sub.add_parser(
+        "gguf",
+        help="write the merged model as GGUF for llama.cpp, Ollama and LM Studio (checked; Modelfile; optional push)",
+        description=(
+            "Merge the adapter into its base and write one GGUF file with the tokenizer and the chat template, then "
+            "read it back with transformers and compare its greedy tokens with the merged model's on the three "
+            "original prompts. With --ollama, also a Modelfile (chat template, stop tokens, parameters) and the "
+            "template/system/params files that `ollama run hf.co/<repo>` reads. With --lora-only, the adapter alone "
+            "as a GGUF LoRA, next to the base as GGUF, for `llama-server -m base.gguf --lora adapter.gguf`.\n\n"
+            f"Quantizations: {', '.join(NATIVE_QUANTS)} are written directly (q8_0 is near-lossless at half of f16's "
+            f"size); {', '.join(LLAMA_QUANTIZE)} are made from f16 by llama.cpp's llama-quantize, which must be on "
+            "PATH. Prefix- and prompt-tuning adapters cannot be merged and are refused."
+        ),
+        epilog=(
+            "examples:\n"
+            "  lorallama export gguf demo --quant q8_0 --ollama\n"
+            "  cd exports/demo-gguf && ollama create demo -f Modelfile && ollama run demo\n"
+            "  lorallama export gguf runs/finetome/adapter --quant f16 --push you/llama-3.2-1b-finetome-GGUF\n"
+            "  ollama run hf.co/you/llama-3.2-1b-finetome-GGUF:F16\n"
+            "  lorallama export gguf demo --lora-only && llama-server -m exports/demo-gguf/*-base-*.gguf "
+            "--lora exports/demo-gguf/*-lora-*.gguf"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("target", help="recipe slug (its runs/<slug>/adapter, else its model repo) or adapter folder")
+    q.add_argument("--output", type=Path, help="new folder for the files (default: exports/<slug>-gguf)")
+    q.add_argument("--quant", choices=QUANTS, default="q8_0", metavar="QUANT", help="q8_0 (default), f16, … (above)")
+    q.add_argument("--ollama", action="store_true", help="also write the Modelfile and Ollama's template files")
+    q.add_argument("--lora-only", action="store_true", help="the adapter as a GGUF LoRA plus the base, unmerged")
+    q.add_argument("--push", metavar="REPO", help="also upload the folder (with Ollama's files) to this model repo")
+    q.add_argument("--private", action="store_true", help="with --push: create the repo private")
+    q.set_defaults(func=cmd_export_gguf)
+
+
+def cmd_export_gguf(args) -> int:
+    from ..errors import ExportError
+    from ..publishing import gguf
+    from ..publishing.export import locate
+
+    ref = locate(args.target)
+    if args.lora_only and (args.push or args.ollama):
+        raise ExportError("--lora-only writes files for llama-server --lora; push or --ollama the merged export")
+    output = args.output or Path("exports") / f"{ref.label}-gguf"
+    if args.lora_only:
+        report = gguf.export_gguf_lora(args.target, output, args.quant)
+    else:
+        # A pushed repo carries Ollama's files too, so `ollama run hf.co/<repo>` gets the template and stop tokens.
+        report = gguf.export_gguf(args.target, output, args.quant, modelfile=args.ollama or bool(args.push))
+    print(f"GGUF written to {report.gguf} ({args.quant})")
+    if report.reference:
+        print(
+            f"greedy tokens, read back by transformers vs the merged model: identical on {report.same} of "
+            f"{len(report.reference)} prompts"
+        )
+    if (args.ollama or args.push) and not args.lora_only:
+        print(f"Ollama: cd {report.output} && ollama create {ref.label} -f Modelfile && ollama run {ref.label}")
+    if args.push:
+        commit = gguf.push_gguf(report, ref, args.push, args.private)
+        print(f"pushed to {args.push} ({commit[:12]}): ollama run hf.co/{args.push}:{args.quant.upper()}")
     return 0
 
 

@@ -17,8 +17,13 @@ def register(sub) -> None:
     q.add_argument("--backoff", type=float, default=30.0, help="with --until-done: first wait between jobs, seconds")
     q.add_argument("--restart", action="store_true", help="ignore the repo's checkpoint and start the run over")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    q.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="launch nothing: the data's tokens and steps, ETA, cost and relaunches per flavor (this one first)",
+    )
     q.set_defaults(func=cmd_jobs_run)
-    q = jsub.add_parser("status", help="a job's stage")
+    q = jsub.add_parser("status", help="a job's stage and its run's newest checkpoint on the Hub")
     q.add_argument("job_id")
     q.set_defaults(func=cmd_jobs_status)
     q = jsub.add_parser("logs", help="a job's logs")
@@ -31,10 +36,20 @@ def register(sub) -> None:
 
 
 def cmd_jobs_run(args) -> int:
+    from ..names import namespace_override, with_namespace
     from ..recipe import load_recipe
     from ..training import jobs
 
     recipe = load_recipe(args.recipe, args.set)
+    # A fork trains into its own namespace (HF_NAMESPACE), as `lorallama sync` publishes there, without editing recipes.
+    namespace = namespace_override()
+    recipe.hub.model_repo = with_namespace(recipe.hub.model_repo, namespace)
+    recipe.job.checkpoint_volume = with_namespace(recipe.job.checkpoint_volume, namespace)
+    if args.dry_run:
+        from ..training.estimate import dry_run
+
+        print(dry_run(recipe, args.flavor, args.timeout))
+        return 0
     if not args.until_done:
         job_id = jobs.launch(recipe, args.flavor, args.timeout, restart=args.restart)
         print(f"job {job_id} launched; follow it with: lorallama jobs logs {job_id} --follow")
@@ -57,8 +72,7 @@ def cmd_jobs_run(args) -> int:
 def cmd_jobs_status(args) -> int:
     from ..training import jobs
 
-    stage, message = jobs.stage(args.job_id)
-    print(f"{args.job_id}: {stage}" + (f" ({message})" if message else ""))
+    print(f"{args.job_id}: {jobs.status(args.job_id).describe()}")
     return 0
 
 

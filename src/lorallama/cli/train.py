@@ -35,6 +35,11 @@ def register(sub) -> None:
     p.add_argument(
         "--gpus", type=int, default=1, help="data-parallel workers (DDP via accelerate launch, transformers+PEFT)"
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="train nothing: count the data's tokens and steps, and print an ETA and cost per Jobs flavor",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -46,9 +51,14 @@ def cmd_train(args) -> int:
     from ..training.run import train
 
     recipe = load_recipe(args.recipe, args.set)
+    if args.dry_run:
+        from ..training.estimate import dry_run
+
+        print(dry_run(recipe))
+        return 0
     if args.gpus > 1 and not distributed.is_worker(os.environ):
         # The workers run this same command, one DDP rank each, with the backend named on their command line.
-        backend = distributed.worker_backend(args.backend)
+        backend = distributed.worker_backend(args.backend or os.environ.get("LORALLAMA_BACKEND"))
         command = [*distributed.launcher(args.gpus, backend), "-m", "lorallama.cli"]
         command += [*_argv_without(args.argv, "--gpus", "--backend"), "--backend", backend]
         print(f"launching {args.gpus} {backend} workers", file=sys.stderr, flush=True)
@@ -65,12 +75,23 @@ def cmd_train(args) -> int:
         push=False if args.no_push else None,
         card=adapter_card,
     )
+    # The last line says how far the Hub has the run: what a relaunch on a fresh machine resumes from.
+    on_hub = f"; last checkpoint on the Hub: step {result.hub_step}" if result.hub_step is not None else ""
     if result.interrupted_by is not None:
-        print(f"interrupted at step {result.global_step}: checkpoint saved; run the same command to resume")
+        print(f"interrupted at step {result.global_step}: checkpoint saved; run the same command to resume{on_hub}")
         return 128 + result.interrupted_by
     status = "finished" if result.finished else f"stopped at step {result.global_step}"
-    print(f"{status}: adapter in {result.adapter_dir}, loss curve {result.adapter_dir / 'loss.png'}")
+    if stopped := _stopped_early(result.adapter_dir):  # the eval guard ended the run, and says why
+        status = f"stopped early at step {result.global_step}, {stopped}"
+    print(f"{status}: adapter in {result.adapter_dir}, loss curve {result.adapter_dir / 'loss.png'}{on_hub}")
     return 0
+
+
+def _stopped_early(adapter_dir: Path) -> str | None:
+    import json
+
+    meta = adapter_dir / "run.json"
+    return (json.loads(meta.read_text()).get("quality") or {}).get("stopped_early") if meta.is_file() else None
 
 
 def _argv_without(argv: list[str], *flags: str) -> list[str]:

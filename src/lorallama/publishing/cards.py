@@ -28,7 +28,8 @@ from ..models import hub_id_of
 from ..names import hub_url, is_repo_id, license_for, namespace_override, rerun_command, space_host, with_namespace
 from ..paths import adapter_dir, find_project_file
 from ..prompts import COMPARISON_PROMPTS
-from ..recipe import Recipe, build, find_recipe, load_parent, load_recipe
+from ..recipe import GENERAL_CHAT, VIRTUAL_TOKEN_METHODS, Recipe, build, find_recipe, load_parent, load_recipe
+from ..training.adapters import describe as describe_adapter
 
 log = logging.getLogger("lorallama")
 
@@ -38,7 +39,8 @@ DATASET_CARDS = "datasets_cards"
 TAGS = ["lora", "unsloth", "trl", "sft", "lorallama"]
 SAMPLES_FILE = "samples.json"
 # Files a card push may write to a model repo: never weights, never the checkpoint.
-CARD_FILES = ("README.md", "loss.png", SAMPLES_FILE)
+TRADEOFF_PNG = "tradeoff.png"
+CARD_FILES = ("README.md", "loss.png", TRADEOFF_PNG, SAMPLES_FILE)
 SAMPLE_TOKENS = 60
 
 
@@ -170,17 +172,23 @@ def hyperparameters(meta: dict[str, Any]) -> str:
         f"{t.get('max_steps')} steps" if (t.get("max_steps") or -1) > 0 else f"{t.get('num_train_epochs')} epoch(s)"
     )
     length = f"{meta['max_steps']} optimizer steps (recipe: {planned})" if meta.get("max_steps") else planned
+    virtual = lora.get("method") in VIRTUAL_TOKEN_METHODS
+    schedule = str(t.get("lr_scheduler_type"))
+    if schedule == "cosine_with_restarts":
+        schedule += f", {t.get('num_cycles', 1)} cycles"
+    warmup = f"{t['warmup_ratio']:.0%} of steps warmup" if t.get("warmup_ratio") is not None else None
     rows = [
-        ("LoRA rank / alpha / dropout", f"{lora.get('r')} / {lora.get('alpha')} / {lora.get('dropout')}"),
-        ("LoRA target modules", ", ".join(lora.get("target_modules") or [])),
+        ("adapter method", describe_adapter(lora)),
+        ("target modules", "none (virtual tokens)" if virtual else ", ".join(lora.get("target_modules") or [])),
         (
             "batch",
             f"{t.get('per_device_train_batch_size')} × {t.get('gradient_accumulation_steps')} accumulation = {batch}",
         ),
         (
             "learning rate",
-            f"{t.get('learning_rate')} ({t.get('lr_scheduler_type')}, {t.get('warmup_steps')} warmup steps)",
+            f"{t.get('learning_rate')} ({schedule}, {warmup or str(t.get('warmup_steps')) + ' warmup steps'})",
         ),
+        ("label smoothing", t.get("label_smoothing", 0.0)),
         ("length", length),
         ("optimizer", optim),
         ("weight decay", t.get("weight_decay")),
@@ -191,7 +199,8 @@ def hyperparameters(meta: dict[str, Any]) -> str:
         (
             "precision",
             f"{backend.get('dtype')}"
-            + (" weights, base loaded in 4-bit (QLoRA)" if backend.get("load_in_4bit") else ""),
+            + (" weights, base loaded in 4-bit (QLoRA)" if backend.get("load_in_4bit") else "")
+            + (" weights, base loaded in 8-bit" if backend.get("load_in_8bit") else ""),
         ),
         ("recipe asked for 4-bit", model.get("load_in_4bit")),
     ]
@@ -210,6 +219,18 @@ def run_summary(meta: dict[str, Any]) -> str:
         f"{state} in {_duration(meta.get('train_seconds'))} of training on **{meta.get('hardware')}** with the "
         f"**{backend.get('name')}** backend ({backend.get('reason')}).",
     ]
+    speed = meta.get("throughput") or {}
+    if speed.get("tokens_per_s"):
+        how = "packed rows" if speed.get("packed") else "unpacked rows"
+        if speed.get("attention"):
+            how += f", attention `{speed['attention']}`"
+        line = f"Throughput: {speed['tokens']:,} training tokens at **{speed['tokens_per_s']:,.0f} tokens/s** ({how})"
+        if speed.get("cost_usd") is not None:
+            line += (
+                f"; on the `{speed['flavor']}` Jobs flavor (${speed['usd_per_hour']:.2f}/h) this training cost "
+                f"**${speed['cost_usd']:,.2f}**"
+            )
+        lines.append(line + ("." if not meta.get("resumed_from") else " (this job's share of a resumed run)."))
     if versions:
         lines.append("")
         lines.append("Software: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f", lorallama {__version__}.")
@@ -229,10 +250,21 @@ def data_section(meta: dict[str, Any]) -> str:
         ("rows read", report.get("total")),
         ("rows kept", report.get("kept")),
     ]
+    first = report.get("first_rows") or {}
+
+    def _count(name: str, count: int) -> str:  # "3 (rows 4, 9, 12)": row numbers are 1-based, in reading order
+        numbers = first.get(name) or []
+        more = "…" if count > len(numbers) else ""
+        return f"{count} (row{'s' * (count > 1)} {', '.join(map(str, numbers))}{more})" if numbers else str(count)
+
+    for kind, count in sorted((report.get("repaired") or {}).items()):
+        rows.append((f"repaired: {kind}", _count(kind, count)))
     for reason, count in sorted((report.get("dropped") or {}).items()):
-        rows.append((f"dropped: {reason}", count))
+        rows.append((f"dropped: {reason}", _count(reason, count)))
+    if report.get("unknown_roles"):
+        rows.append(("unknown roles", ", ".join(f"`{r}` {n}" for r, n in report["unknown_roles"].items())))
     for name, count in (report.get("filtered") or {}).items():
-        rows.append((f"filtered: {name}", count))
+        rows.append((f"filtered: {name}", _count(name, count)))
     stats = report.get("token_stats") or {}
     if stats:
         rows.append(
@@ -252,6 +284,8 @@ def data_section(meta: dict[str, Any]) -> str:
     if data.get("trim"):
         rows.append(("boilerplate cut", f"{len(data['trim'])} pattern(s)"))
     text = _table(rows, ("", ""))
+    if first:
+        text += "\n\nRow numbers count the rows of the source from 1, in reading order."
     notes = report.get("notes") or []
     if notes:
         text += "\n\n" + "\n".join(f"- {n}" for n in notes)
@@ -269,6 +303,70 @@ def eval_table(losses: dict[str, float], meta: dict[str, Any]) -> str:
         "eval": f"held-out rows of `{data.get('source')}`",
     }
     return _table([(labels[k], v) for k, v in losses.items()], ("evaluation loss on", "final value"))
+
+
+def quality_table(meta: dict[str, Any]) -> str:
+    """Every evaluated checkpoint (step 0 is the base): domain loss, general chat loss and its ratio to the base's,
+    and which one the run published."""
+    quality = meta.get("quality") or {}
+    records = quality.get("records") or []
+    if not records:
+        return ""
+    base = next((r for r in records if r["step"] == 0), {})
+
+    def loss(r: dict[str, Any], key: str) -> str:
+        if r.get(key) is None:
+            return "—"
+        return f"{r[key]:.4f}" + (f" ({r[key] / base[key]:.2f}×)" if base.get(key) and r["step"] else "")
+
+    has_chat = any("chat_loss" in r for r in records)
+    head = "| step | epoch | domain loss | general chat loss |" + (" replay chat loss |" * has_chat) + " chosen |"
+    lines = [head, "|" + " ---: |" * (5 if has_chat else 4) + " :-: |"]
+    for r in records:
+        cells = [
+            "0 (base)" if r["step"] == 0 else str(r["step"]),
+            f"{r.get('epoch') or 0:.2f}",
+            loss(r, "domain_loss"),
+            loss(r, "general_loss"),
+            *([loss(r, "chat_loss")] if has_chat else []),
+            "**✓**" if r["step"] == quality.get("chosen_step") else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    text += f"\n\nPublished: step {quality.get('chosen_step')}, by `eval.select: {_rule_text(quality.get('rule'))}` — "
+    text += f"{quality.get('reason')}."
+    if quality.get("stopped_early"):
+        text += f" The run stopped early: {quality['stopped_early']}."
+    return text
+
+
+def _general_eval_name(source: str | None) -> str | None:
+    return "train_jobs/data/general_chat.jsonl, the project's set" if source == GENERAL_CHAT else source
+
+
+def _rule_text(rule: Any) -> str:
+    if isinstance(rule, dict):
+        return ", ".join(f"{k}: {v}" for k, v in rule.items())
+    return str(rule)
+
+
+def checkpoint_answers(meta: dict[str, Any]) -> str:
+    """Each prompt answered by the base and by every checkpoint still kept (greedy, as evaluated during the run)."""
+    quality = meta.get("quality") or {}
+    kept = set(quality.get("kept_steps") or [])
+    records = [r for r in quality.get("records") or [] if r.get("answers") and (r["step"] == 0 or r["step"] in kept)]
+    if len(records) < 2:
+        return ""
+    parts = []
+    for i, prompt in enumerate(quality.get("prompts") or []):
+        rows = []
+        for r in records:
+            label = "base" if r["step"] == 0 else f"step {r['step']}"
+            if r["step"] == quality.get("chosen_step"):
+                label += " (published)"
+            rows.append((label, r["answers"][i] if i < len(r["answers"]) else ""))
+        parts += [f"**{_cell(prompt)}**\n", _table(rows, ("checkpoint", "answer")), ""]
+    return "\n".join(parts).strip()
 
 
 def samples_section(samples: list[dict[str, str]] | None, base_label: str) -> str:
@@ -494,6 +592,9 @@ def model_card(
         "hyperparameters": hyperparameters(meta),
         "eval": losses,
         "eval_table": eval_table(losses, meta),
+        "quality_table": quality_table(meta),
+        "checkpoint_answers": checkpoint_answers(meta),
+        "general_eval": _general_eval_name((run_recipe.get("eval") or {}).get("general_eval")),
         "samples": samples or [],
         "samples_section": samples_section(samples, base_label),
         "sample_tokens": SAMPLE_TOKENS,

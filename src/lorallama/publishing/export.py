@@ -51,6 +51,17 @@ def locate(target: str) -> models.ModelRef:
     return ref
 
 
+def require_mergeable(ref: models.ModelRef) -> None:
+    """Refuse an adapter of virtual tokens (prefix or prompt tuning): there are no weights to fold into the base."""
+    kind = models.prompt_learning_kind(models.local_adapter(ref.adapter))
+    if kind:
+        raise ExportError(
+            f"{ref.label} is a {kind} adapter: its trained virtual tokens run beside the base and cannot be merged "
+            "into it, so there is no merged model to export. Serve it as it is (`lorallama chat` loads it unmerged), "
+            "or train with lora.method lora, dora, rslora or ia3 to export"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Merged
 
@@ -94,6 +105,7 @@ def export_merged(
         raise ExportError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
     prompts = list(prompts or COMPARISON_PROMPTS)
     source = locate(target)
+    require_mergeable(source)
     base_path = models.merged_base(models.BaseChain(source.base, source.parents), "float32")
     tokenizer = models.load_tokenizer(source.base)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
@@ -113,8 +125,11 @@ def export_merged(
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ExportError(f"{output} is not empty: pick a new --output folder")
-    output.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-"))
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-"))
+    except OSError as e:
+        raise ExportError(f"cannot write the export to {output}: {e.strerror or e}. Pick another --output") from e
     try:
         merged.to(getattr(torch, dtype)).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -126,6 +141,8 @@ def export_merged(
         for f in tmp.iterdir():
             f.chmod(0o644)  # save_pretrained leaves some files private to the user; servers run as others
             shutil.move(str(f), output / f.name)
+    except OSError as e:
+        raise ExportError(f"writing the export to {output} failed: {e.strerror or e} (disk full?)") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
@@ -177,6 +194,12 @@ def _mixed_precision(flavor: str) -> str | None:
     if flavor.startswith("cpu"):
         return None
     return "fp16" if flavor.startswith("t4") else "bf16"  # T4s have no bfloat16
+
+
+def _quantization(recipe) -> str | None:
+    if recipe.job.flavor.startswith("cpu"):
+        return None
+    return "int4" if recipe.model.load_in_4bit else "int8" if recipe.model.load_in_8bit else None
 
 
 def autotrain_config(recipe, base_model: str | None = None, data_dir: Path | None = None) -> tuple[dict, list[str]]:
@@ -264,6 +287,10 @@ def autotrain_config(recipe, base_model: str | None = None, data_dir: Path | Non
         notes.append(f"data.eval_rows: the recipe holds {d.eval_rows} rows out; AutoTrain needs a valid_split instead")
     if t.num_train_epochs != int(t.num_train_epochs):
         notes.append(f"epochs: AutoTrain takes whole epochs; the recipe trains {t.num_train_epochs}")
+    if lora.method != "lora":
+        notes.append(f"lora.method {lora.method}: AutoTrain's llm-sft trains plain LoRA with the values below")
+    if t.label_smoothing or t.warmup_ratio is not None or t.num_cycles != 1:
+        notes.append("label_smoothing, warmup_ratio, num_cycles: LLMTrainingParams has no field for them")
     targets = list(lora.target_modules)
     params = {
         "block_size": t.max_length,
@@ -284,7 +311,7 @@ def autotrain_config(recipe, base_model: str | None = None, data_dir: Path | Non
         "mixed_precision": _mixed_precision(recipe.job.flavor),
         "disable_gradient_checkpointing": not t.gradient_checkpointing,
         "peft": True,
-        "quantization": "int4" if recipe.model.load_in_4bit and not recipe.job.flavor.startswith("cpu") else None,
+        "quantization": _quantization(recipe),
         "target_modules": "all-linear" if sorted(targets) == sorted(ALL_LINEAR) else ",".join(targets),
         "lora_r": lora.r,
         "lora_alpha": lora.alpha,

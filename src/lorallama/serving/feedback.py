@@ -65,6 +65,10 @@ class FeedbackLog:
         row = make_row(
             kind, conversation, index=index, session=session, edited=edited, previous=previous, source=self.source
         )
+        return self.append(row)
+
+    def append(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Append a row made by ``feedback_schema`` (``make_row``, ``make_vote_row``)."""
         line = json.dumps(row, ensure_ascii=False) + "\n"
         with self.scheduler.lock, self.file.open("a", encoding="utf-8") as fh:  # never half a line in a commit
             fh.write(line)

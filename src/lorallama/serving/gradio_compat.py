@@ -1,22 +1,54 @@
 """The one place that leans on Gradio's private API, because Gradio 6.31 has no public hook for it.
 
-``gr.ChatInterface`` re-asks an edited message, whichever it is; a Space wants an edited *answer* kept as a
-correction (and logged as feedback) instead. That needs overriding ``_edit_message`` and ``_stream_fn``;
-tests/test_gradio_compat.py fails loudly when Gradio renames or reshapes either.
+- ``gr.ChatInterface`` re-asks an edited message, whichever it is; a Space wants an edited *answer* kept as a
+  correction (and logged as feedback) instead. That needs overriding ``_edit_message`` and ``_stream_fn``.
+- ``gr.ChatInterface(validator=...)`` checks a message before the textbox is cleared and before the generator
+  starts (so a refused message stays in the box and the page stays usable), but it hands the validator the
+  textbox alone. Whether a message fits depends on the system prompt and the answer length too, so the submit
+  event that runs the validator (``_clear_and_save_textbox``) is given the chat's additional inputs as well.
+
+tests/test_gradio_compat.py fails loudly when Gradio renames or reshapes any of these.
 """
 
 from __future__ import annotations
 
 import gradio as gr
+from gradio.context import get_blocks_context
 
 from ..conversations import text_of
 
-PRIVATE_HOOKS = ("_edit_message", "_stream_fn")
+PRIVATE_HOOKS = ("_edit_message", "_stream_fn", "_setup_events", "_clear_and_save_textbox")
 
 
 class ChatInterface(gr.ChatInterface):
     """``gr.ChatInterface`` where editing an *answer* keeps the edited answer (a correction) instead of sending the
-    edited text as a new question; editing a question still re-asks it."""
+    edited text as a new question (editing a question still re-asks it), and whose ``validator`` receives
+    ``(message, *additional_inputs)``: what the chat function receives, less the history.
+
+    ``options_for(answer text)``: the option buttons (``[{"value", "label"}]``) to show under an answer, or None;
+    clicking one sends its value as the next message. API clients get the answer's text as before.
+    """
+
+    def __init__(self, *args, options_for=None, **kwargs):
+        self._options_for = options_for
+        super().__init__(*args, **kwargs)
+
+    def _setup_events(self) -> None:
+        super()._setup_events()
+        if self.validator is None:
+            return
+        blocks = get_blocks_context()
+        submits = [f for f in blocks.fns.values() if f.fn == self._clear_and_save_textbox] if blocks else []
+        if len(submits) != 1 or list(submits[0].inputs) != [self.textbox]:
+            raise RuntimeError(
+                "this Gradio's ChatInterface no longer submits the textbox through _clear_and_save_textbox: "
+                "update lorallama/serving/gradio_compat.py"
+            )
+        submits[0].inputs = [self.textbox, *self.additional_inputs]
+        submits[0].input_parameter_names = []
+
+    def _clear_and_save_textbox(self, message, *additional_inputs):
+        return super()._clear_and_save_textbox(message)
 
     def _edit_message(self, history, edit_data: gr.EditData):
         index = edit_data.index[0] if isinstance(edit_data.index, list | tuple) else edit_data.index
@@ -30,4 +62,9 @@ class ChatInterface(gr.ChatInterface):
             yield None, history
             return
         async for out in super()._stream_fn(message, history, *args):
-            yield out
+            response, history_, *rest = out
+            if self._options_for is not None and isinstance(response, str) and history_:
+                options = self._options_for(response)
+                if options:
+                    history_ = [*history_[:-1], {**history_[-1], "options": options}]
+            yield (response, history_, *rest)

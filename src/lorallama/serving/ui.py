@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 import queue
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +15,8 @@ from typing import Any
 import gradio as gr
 import spaces  # before torch touches CUDA: on ZeroGPU it stands in for the GPU between calls; a no-op elsewhere
 
-from . import chat
+from . import chat, decoding
+from .gpu_time import request_seconds
 
 EMPTY_MESSAGE = "Your message is empty: type something and send it again."
 NO_ANSWER = "*(the model ended its turn without saying anything; try again or rephrase)*"
@@ -38,9 +43,84 @@ class AppState:
         return self.started - self.finished
 
 
-def gpu(duration: int = 120):
-    """``spaces.GPU``: the decorated generator gets a GPU for its run on ZeroGPU; a no-op anywhere else."""
-    return spaces.GPU(duration=duration)
+# ---------------------------------------------------------------------------------------------------------------
+# GPU time: asked for per request, and what a visitor sees when their quota is spent
+
+GPU_SIZE_VARIABLE = "LORALLAMA_GPU_SIZE"
+"""``large`` (default: half an RTX Pro 6000 Blackwell, 48 GB, quota counted 1×) or ``xlarge`` (the whole 96 GB card,
+quota counted 2×). A 1B model needs half a card; ``xlarge`` is for bigger bases."""
+QUOTA_TITLE = "GPU quota used up"
+SIGN_IN_URL = "https://huggingface.co/login"
+TIERS = "2 minutes a day without signing in, 5 with a free account, 40 with PRO or a Team plan, 60 with Enterprise"
+
+
+def gpu_size() -> str | None:
+    size = (os.environ.get(GPU_SIZE_VARIABLE) or "").strip().lower() or None
+    if size not in (None, "large", "xlarge"):
+        raise ValueError(f"{GPU_SIZE_VARIABLE}={size!r}: use large or xlarge")
+    return size
+
+
+def sign_in_url() -> str:
+    """Hugging Face's sign-in page, back to this Space after (a signed-in visitor's quota is their account's)."""
+    space = os.environ.get("SPACE_ID")
+    return f"{SIGN_IN_URL}?next=%2Fspaces%2F{space.replace('/', '%2F')}" if space else SIGN_IN_URL
+
+
+def sign_in_button():
+    """On ZeroGPU, a button to sign in to Hugging Face, which raises the visitor's daily GPU time (elsewhere none)."""
+    if not decoding.zero_gpu():
+        return None
+    return gr.Button("Sign in for more GPU time", link=sign_in_url(), size="sm", elem_id="lorallama-sign-in")
+
+
+def quota_message(error: BaseException) -> str | None:
+    """The visitor's words for ZeroGPU's "quota exceeded" error (``None`` for any other error)."""
+    title = getattr(error, "title", None) or ""
+    text = str(getattr(error, "message", None) or error)
+    if "quota" not in title.lower() and "quota" not in text.lower():
+        return None
+    numbers = re.search(r"\((\d+)s requested vs\. (\d+)s left\)", text)
+    wait = re.search(r"Try again in ([\d:]+)", text)
+    parts = ["This Space's GPU time for you is used up for now"]
+    if numbers:
+        parts[0] += f" (this answer needs {numbers[1]} s, {numbers[2]} s are left)"
+    parts[0] += "."
+    if wait:
+        parts.append(f"It comes back in {wait[1]}.")
+    parts.append(
+        f"Signing in to Hugging Face ({sign_in_url()}) raises the daily GPU time: {TIERS}. "
+        "A shorter answer (fewer max new tokens) also needs less."
+    )
+    return " ".join(parts)
+
+
+def gpu(duration: Any = None, size: str | None = None):
+    """``spaces.GPU`` for a generator: on ZeroGPU it gets a GPU for its run, asking for ``duration`` seconds (default:
+    ``request_seconds`` of its arguments) on a card of ``size`` (default ``LORALLAMA_GPU_SIZE``, else ``large``); a
+    spent quota becomes one clear message (``QUOTA_TITLE``) instead of the platform's. A no-op anywhere else."""
+
+    def decorate(fn):
+        on_gpu = spaces.GPU(duration=duration or request_seconds, size=size or gpu_size())(fn)
+        if on_gpu is fn:
+            return fn
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                result = on_gpu(*args, **kwargs)
+                if inspect.isgenerator(result):
+                    result = yield from result
+                return result
+            except gr.Error as e:
+                message = quota_message(e)
+                if message is None:
+                    raise
+                raise gr.Error(message, title=QUOTA_TITLE, print_exception=False) from None
+
+        return run
+
+    return decorate
 
 
 def count(state: AppState, started: bool) -> None:

@@ -1,8 +1,12 @@
 """Serving a built app: ``launch`` (what a Space's ``app.py`` calls) with the project's own routes, and ``serve``.
 
-Routes beside Gradio's: the embeddable chat bubble at ``/lorallama/widget.js`` and Gradio's ``<gradio-app>`` web
-component loader at ``/lorallama/gradio.js`` (docs/embed.md). They are handed to the FastAPI app through
-``launch(app_kwargs={"routes": …})``, Gradio's public way in, so ZeroGPU's own start-up hook on ``launch`` still runs.
+Routes beside Gradio's: the embeddable chat bubble at ``/lorallama/widget.js``, Gradio's ``<gradio-app>`` web
+component loader at ``/lorallama/gradio.js`` (docs/embed.md) and the OpenAI-compatible API at ``/v1/models`` and
+``/v1/chat/completions`` (``openai_api``). They are handed to the FastAPI app through ``launch(app_kwargs={"routes":
+…})``, Gradio's public way in, so ZeroGPU's own start-up hook on ``launch`` still runs.
+
+``launch`` also sets up each model's decoding before serving (``decoding.prepare``: compiled ahead of time on
+ZeroGPU, compiled and captured in CUDA graphs on other GPUs, ``generate`` on CPU), so no visitor waits for it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import gradio as gr
 
 from .. import __version__
 from ..paths import PACKAGE_DIR
-from . import chat
+from . import chat, decoding, openai_api, ui
 from .chat_app import WIDGET_ROUTE, build_chat_app
 from .config import ChatConfig
 
@@ -66,20 +70,34 @@ def gradio_js():
     )
 
 
-def routes() -> list:
-    """The project's routes, for ``FastAPI(routes=…)``."""
+def routes(demo: gr.Blocks | None = None) -> list:
+    """The project's routes, for ``FastAPI(routes=…)``; with a built app, its OpenAI-compatible API too."""
     from fastapi.routing import APIRoute
 
+    state = getattr(demo, "lorallama", None)
     return [
         APIRoute(WIDGET_ROUTE, widget_js, methods=["GET"], include_in_schema=False),
         APIRoute(WEB_COMPONENT_ROUTE, gradio_js, methods=["GET"], include_in_schema=False),
+        *(openai_api.routes(state) if state is not None else []),
     ]
 
 
+def prepare_decoding(demo: gr.Blocks) -> None:
+    """Each model's decoding set up now (compiled and warmed where the hardware allows), at most once."""
+    state = getattr(demo, "lorallama", None)
+    if state is None:
+        return
+    for cm in {id(m): m for m in state.models.values()}.values():
+        if cm.decoder is None and not getattr(cm, "decoding_prepared", False):
+            decoding.prepare(cm, max_len=ui.window_for(state.config, cm))
+            cm.decoding_prepared = True
+
+
 def launch(demo: gr.Blocks, **kwargs: Any):
-    """``demo.launch(**kwargs)`` with the project's routes added to Gradio's FastAPI app."""
+    """``demo.launch(**kwargs)`` with decoding prepared and the project's routes added to Gradio's FastAPI app."""
+    prepare_decoding(demo)
     app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
-    app_kwargs["routes"] = [*routes(), *app_kwargs.get("routes", [])]
+    app_kwargs["routes"] = [*routes(demo), *app_kwargs.get("routes", [])]
     state = getattr(demo, "lorallama", None)
     if state is not None and not kwargs.get("quiet"):
         models_ = {f"{m.base}{''.join(f' + {a}' for a in m.merged)}" for m in state.models.values()}
@@ -93,7 +111,9 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, blo
     """Serve ``demo`` locally and print its URL; with ``block`` wait until Ctrl-C, then stop it."""
     out = out or sys.stdout
     _, url, _ = launch(demo, server_name=host, server_port=port, prevent_thread_lock=True, quiet=True)
-    print(f"chat Space running at {url}  (embed widget: {url.rstrip('/')}{WIDGET_ROUTE})", file=out, flush=True)
+    base = url.rstrip("/")
+    print(f"chat Space running at {url}  (embed widget: {base}{WIDGET_ROUTE})", file=out, flush=True)
+    print(f"OpenAI-compatible API: {base}/v1  (POST /v1/chat/completions, GET /v1/models)", file=out, flush=True)
     if block:
         print("press Ctrl-C to stop it", file=out, flush=True)
         try:

@@ -6,7 +6,9 @@
     lorallama jobs cancel <job-id>
 
 A job depends on the Hub alone: the model repo receives ``train.py`` (a PEP 723 script) and ``job/`` holding the
-recipe, the lorallama wheel and any local data files. HF_TOKEN travels as a job secret, never as an argument.
+recipe, the lorallama wheel and any local data files. HF_TOKEN travels as a job secret, never as an argument. With
+``job.checkpoint_volume`` a Storage Bucket is mounted read-write at ``/checkpoints`` and the run's output folder lives
+there, so a relaunched job finds its local checkpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -27,10 +30,14 @@ from ..errors import JobError
 from ..names import rerun_command, wheel_name
 from ..paths import RECIPES, checkout_root
 from ..recipe import Recipe, parse_duration
+from . import evaluation
+from .checkpoint_push import hub_checkpoint
+from .estimate import gpus_of
 
 log = logging.getLogger("lorallama")
 
 JOB_SCRIPT = "train.py"  # in the checkout's train_jobs/: the PEP 723 entry point a job runs
+VOLUME_MOUNT = "/checkpoints"  # where job.checkpoint_volume's bucket is mounted in the job
 TERMINAL = {"COMPLETED", "ERROR", "CANCELED", "DELETED"}
 
 
@@ -81,14 +88,25 @@ def bundle(recipe: Recipe, workdir: Path) -> dict[str, Path | bytes]:
             for f in sorted(p for p in local.rglob("*") if p.is_file()):
                 files[f"job/data/{local.name}/{f.relative_to(local)}"] = f
             spec["source"] = f"data/{local.name}"
+    if recipe.eval is not None and (general := evaluation.general_source(recipe)) and Path(general).is_file():
+        # The general chat set (the shipped one too: a job has no checkout) travels like the data.
+        files[f"job/data/{Path(general).name}"] = Path(general)
+        raw["eval"]["general_eval"] = f"data/{Path(general).name}"
     files["job/recipe.yaml"] = yaml.safe_dump(raw, sort_keys=False).encode()
     wheel = build_wheel(workdir)
     files[f"job/{wheel_name()}"] = wheel
     return files
 
 
-def launch(recipe: Recipe, flavor: str | None = None, timeout: str | None = None, restart: bool = False) -> str:
-    """Upload the job bundle to the model repo and start the job; returns its id."""
+def launch(
+    recipe: Recipe,
+    flavor: str | None = None,
+    timeout: str | None = None,
+    restart: bool = False,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """Upload the job bundle to the model repo and start the job (labelled ``lorallama=<slug>`` and ``labels``);
+    returns its id."""
     from huggingface_hub import get_token, hf_hub_url
 
     repo = recipe.hub.model_repo
@@ -109,6 +127,12 @@ def launch(recipe: Recipe, flavor: str | None = None, timeout: str | None = None
     args += ["--time-budget", f"{max(seconds - 600, int(seconds * 0.9))}s"]
     if restart:
         args.append("--restart")
+    args += ["--flavor", flavor]  # the run records what its time cost on this flavor
+    if gpus_of(flavor) > 1:
+        args += ["--gpus", str(gpus_of(flavor))]  # every GPU of the flavor trains, as one DDP worker each
+    volumes = _checkpoint_volumes(recipe)
+    if volumes:
+        args += ["--output", f"{VOLUME_MOUNT}/{recipe.slug}"]
     job = hub.with_retries(
         lambda: hub.api().run_uv_job(
             script=hf_hub_url(repo, "train.py"),
@@ -117,7 +141,8 @@ def launch(recipe: Recipe, flavor: str | None = None, timeout: str | None = None
             flavor=flavor,
             timeout=seconds,
             secrets={"HF_TOKEN": token},
-            labels={"lorallama": recipe.slug},
+            labels={"lorallama": recipe.slug, **(labels or {})},
+            volumes=volumes,
         ),
         "launching the job",
     )
@@ -126,9 +151,62 @@ def launch(recipe: Recipe, flavor: str | None = None, timeout: str | None = None
     return job.id
 
 
+def _checkpoint_volumes(recipe: Recipe) -> list | None:
+    """The Storage Bucket of ``job.checkpoint_volume`` as a read-write volume (huggingface_hub >= 1.8)."""
+    if not recipe.job.checkpoint_volume:
+        return None
+    from huggingface_hub import Volume
+
+    return [Volume(type="bucket", source=recipe.job.checkpoint_volume, mount_path=VOLUME_MOUNT)]
+
+
 def stage(job_id: str) -> tuple[str, str | None]:
     info = hub.with_retries(lambda: hub.api().inspect_job(job_id=job_id), f"inspecting job {job_id}")
     return str(info.status.stage), info.status.message
+
+
+@dataclass
+class JobStatus:
+    stage: str
+    message: str | None
+    repo: str | None  # the model repo the job trains into (its --repo argument)
+    checkpoint_step: int | None  # the newest checkpoint on the Hub
+    checkpoint_at: datetime | None  # when the commit that put it there was made
+
+    def describe(self, now: datetime | None = None) -> str:
+        """``<stage> (message); last checkpoint on the Hub: step N, T ago``."""
+        out = self.stage + (f" ({self.message})" if self.message else "")
+        if self.repo is None:
+            return out
+        if self.checkpoint_step is None:
+            return f"{out}; no checkpoint on the Hub yet ({self.repo})"
+        ago = ""
+        if self.checkpoint_at is not None:
+            seconds = ((now or datetime.now(timezone.utc)) - self.checkpoint_at).total_seconds()
+            ago = f", {format_age(seconds)} ago"
+        return f"{out}; last checkpoint on the Hub: step {self.checkpoint_step}{ago} ({self.repo})"
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def status(job_id: str) -> JobStatus:
+    """The job's stage and where its run stands on the Hub (the newest checkpoint and its age)."""
+    info = hub.with_retries(lambda: hub.api().inspect_job(job_id=job_id), f"inspecting job {job_id}")
+    argv = [*(info.command or []), *(info.arguments or [])]  # run_uv_job puts the script's arguments in command
+    repo = argv[argv.index("--repo") + 1] if "--repo" in argv[:-1] else None
+    step, at = None, None
+    if repo is not None:
+        found = hub_checkpoint(repo)
+        if found is not None:
+            step, at = found
+    return JobStatus(str(info.status.stage), info.status.message, repo, step, at)
 
 
 def wait(job_id: str, poll: float = 5.0, on_log: Callable[[str], None] | None = None) -> tuple[str, str | None]:

@@ -7,6 +7,7 @@ reason, which the run logs; a recipe change that makes an old checkpoint meaning
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,11 +43,20 @@ def checkpoint_step(folder: Path) -> int:
     return int(folder.name.split("-")[-1])
 
 
+def is_complete(folder: Path) -> bool:
+    """Trainer writes trainer_state.json last: a checkpoint is complete when it exists and parses (a machine killed
+    while writing it leaves a truncated file, which would make every later resume fail)."""
+    try:
+        return isinstance(json.loads((folder / "trainer_state.json").read_text()).get("global_step"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint (one whose trainer_state.json, written last, exists)."""
+    """The newest complete checkpoint."""
     if not folder.is_dir():
         return None
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and is_complete(p)]
     return max(done, key=checkpoint_step, default=None)
 
 

@@ -34,8 +34,11 @@ from ..errors import TrainError
 from ..paths import ADAPTER, checkout_root, run_dir
 from ..plots import plot_loss
 from ..recipe import Recipe
+from . import evaluation, selection
 from .backend import Backend
-from .resume import CHECKPOINTS, ResumePlan, last_checkpoint, plan_resume
+from .checkpoint_push import CheckpointPusher, check_hub_access
+from .estimate import RunMeter
+from .resume import CHECKPOINTS, ResumePlan, checkpoint_step, last_checkpoint, plan_resume
 from .trainer import StopControl, TrainerSetup, build_trainer
 
 log = logging.getLogger("lorallama")
@@ -54,6 +57,8 @@ class RunResult:
     loss_history: list[dict[str, Any]]
     backend: Backend | None
     interrupted_by: int | None = None
+    hub_step: int | None = None
+    """The newest checkpoint step safely on the Hub (None without a repo, or when none got there)."""
 
 
 def check_writable(folder: Path) -> None:
@@ -94,8 +99,9 @@ def train(
 ) -> RunResult:
     """Train ``recipe`` into ``output_dir``, resuming where a previous run stopped.
 
-    With ``hub.model_repo`` set (and ``push`` not False), checkpoints go to the Hub every ``save_steps``, the run
-    resumes from the Hub's last checkpoint, and the adapter and metadata are pushed at the end. ``card`` renders the
+    With ``hub.model_repo`` set (and ``push`` not False), the token's write access is checked before anything else,
+    checkpoints go to the Hub every ``save_steps`` in the background (retried and verified, see checkpoint_push), the
+    run resumes from the Hub's last checkpoint, and the adapter and metadata are pushed at the end. ``card`` renders the
     adapter's README.md from the recipe, the run's metadata and the adapter folder (the command line passes the
     model-card renderer; training itself knows nothing of cards).
     """
@@ -106,6 +112,8 @@ def train(
         raise TrainError(
             f"pushing needs hub.model_repo in recipe {recipe.slug!r}: set it, e.g. --set hub.model_repo=you/name"
         )
+    if hub_repo:
+        check_hub_access(hub_repo, recipe.hub.private)  # a run that cannot push stops here, not after hours
     plan = plan_resume(output_dir, resume, recipe, hub_repo)
     if resume == "never" and (output_dir / CHECKPOINTS).exists():
         shutil.rmtree(output_dir / CHECKPOINTS)
@@ -114,32 +122,59 @@ def train(
     if plan.kind == "finished" or done is not None:
         # Trainer would run one more step when resumed at its last one; a finished run only needs its final push.
         if done is not None and hub_repo:
-            _push_final(hub_repo, done.adapter_dir, output_dir, done.global_step, True)
+            done.hub_step = _push_final(hub_repo, done.adapter_dir, output_dir, done.global_step, True)
         log.info("nothing to train: %s", plan.reason if plan.kind == "finished" else "the local run already finished")
         return done or RunResult(output_dir, output_dir / ADAPTER, -1, True, plan.reason, [], None)
-    if hub_repo:
-        _stage_run_files(recipe, output_dir / CHECKPOINTS)
+    pusher = _start_pusher(recipe, hub_repo, output_dir, plan) if hub_repo else None
     started = time.time()
     stop = StopControl(time_budget)
-    callbacks = [*(callbacks or []), stop.callback()]
+    meter = RunMeter()  # real tokens/s and, on a Jobs flavor, the cost: run.json "throughput", the card
+    callbacks = [*(callbacks or []), stop.callback(), meter.callback(), *([pusher.callback()] if pusher else [])]
     setup = build_trainer(
         recipe, output_dir, max_steps=max_steps, backend=backend, callbacks=callbacks, push=hub_repo is not None
     )
     trainer = setup.trainer
+    quality = evaluation.attach(setup, recipe)  # step 0 and every checkpoint, with an eval: section
     checkpoint = plan.resume_from
     with handle_sigterm(stop):
         trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
     finished = state.max_steps > 0 and state.global_step >= state.max_steps
+    finished = finished or (quality is not None and quality.stopped is not None)  # the guard ends a run for good
     adapter_dir = output_dir / ADAPTER
     history = loss_history(state.log_history)
+    # Checkpoint pushes still queued finish first (with their retries), so the final commit comes last.
+    report = pusher.close() if pusher else None
+    hub_step = None
     if trainer.is_world_process_zero():  # under DDP, one worker writes and pushes
-        _save_adapter(trainer, recipe, setup, adapter_dir, history, finished, checkpoint, time.time() - started, card)
+        meta_extra = {"hub_checkpoint": report.to_dict()} if report else {}
+        meta_extra["throughput"] = meter.summary(os.environ.get("LORALLAMA_JOB_FLAVOR")) | {
+            "packed": bool(trainer.args.packing),
+            "attention": getattr(trainer.model.config, "_attn_implementation", None),
+        }
+        _save_adapter(
+            trainer, recipe, setup, adapter_dir, history, finished, checkpoint, time.time() - started, card, meta_extra
+        )
         if hub_repo:
-            _push_final(hub_repo, adapter_dir, output_dir, state.global_step, finished)
+            hub_step = _push_final(hub_repo, adapter_dir, output_dir, state.global_step, finished, report)
     result = RunResult(output_dir, adapter_dir, state.global_step, finished, checkpoint, history, setup.backend)
     result.interrupted_by = stop.signal
+    result.hub_step = hub_step
     return result
+
+
+def _start_pusher(recipe: Recipe, repo: str, output_dir: Path, plan: ResumePlan) -> CheckpointPusher:
+    """The background pusher; the recipe and an unfinished run.json ride along with every checkpoint."""
+    run_files = {
+        "recipe.yaml": yaml.safe_dump(recipe.to_dict(), sort_keys=False).encode(),
+        "run.json": json.dumps({"slug": recipe.slug, "finished": False}).encode(),
+    }
+    on_hub = None
+    if plan.source == "hub" and plan.checkpoint is not None:  # what the Hub held when this run started
+        on_hub = json.loads((plan.checkpoint / "trainer_state.json").read_text())["global_step"]
+    return CheckpointPusher(
+        repo, output_dir / CHECKPOINTS, run_files, recipe.trainer.save_total_limit, start_step=on_hub
+    )
 
 
 def _finished_locally(output_dir: Path, plan: ResumePlan) -> RunResult | None:
@@ -157,15 +192,9 @@ def _finished_locally(output_dir: Path, plan: ResumePlan) -> RunResult | None:
     return RunResult(output_dir, output_dir / ADAPTER, step, True, checkpoint, history, backend)
 
 
-def _stage_run_files(recipe: Recipe, folder: Path) -> None:
-    """The recipe and an unfinished run.json ride along with every checkpoint push (Trainer pushes this folder)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
-    (folder / "run.json").write_text(json.dumps({"slug": recipe.slug, "finished": False}), encoding="utf-8")
-
-
-def _push_final(repo: str, adapter_dir: Path, output_dir: Path, step: int, finished: bool) -> None:
-    """The adapter, metadata and newest checkpoint in one commit; on failure, say where the local copy is."""
+def _push_final(repo: str, adapter_dir: Path, output_dir: Path, step: int, finished: bool, report=None) -> int | None:
+    """The adapter, metadata and newest checkpoint in one commit; on failure, say where the local copy is and which
+    checkpoint the Hub holds. Returns the checkpoint step now on the Hub, and logs it as the run's last line."""
     folders = {"": adapter_dir}
     newest = last_checkpoint(output_dir / CHECKPOINTS)
     if newest is not None:
@@ -174,12 +203,24 @@ def _push_final(repo: str, adapter_dir: Path, output_dir: Path, step: int, finis
     try:
         hub.push_folders(repo, folders, message)
     except Exception as e:
+        safe = f"step {report.step}" if report and report.step is not None else "none"
         raise TrainError(
             f"the final push to {repo} failed ({type(e).__name__}: {e}). Nothing is lost: the adapter is in "
-            f"{adapter_dir} and the checkpoint in {newest}. Run the same command again to retry the push "
-            "(training resumes at the last step and does not repeat work)"
+            f"{adapter_dir} and the checkpoint in {newest}; newest checkpoint on the Hub: {safe}. Run the same "
+            "command again to retry the push (training resumes at the last step and does not repeat work)"
         ) from e
+    hub_step = checkpoint_step(newest) if newest is not None else (report.step if report else None)
     log.info("pushed adapter and checkpoint (step %d) to %s", step, repo)
+    if report:
+        log.info(
+            "checkpoint pushes: %d verified, %d retried, %d superseded, %d failed",
+            report.pushes,
+            report.retries,
+            report.superseded,
+            report.failed,
+        )
+    log.info("newest checkpoint on the Hub: step %s (%s@%s)", hub_step, repo, hub.CHECKPOINT_DIR)
+    return hub_step
 
 
 def loss_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -194,7 +235,7 @@ def loss_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _save_adapter(
-    trainer, recipe, setup: TrainerSetup, adapter_dir: Path, history, finished, resumed_from, seconds, card
+    trainer, recipe, setup: TrainerSetup, adapter_dir: Path, history, finished, resumed_from, seconds, card, extra=None
 ) -> None:
     """Write the adapter folder atomically: a crash never leaves a half-written adapter."""
     tmp = Path(tempfile.mkdtemp(dir=adapter_dir.parent, prefix=".adapter-"))
@@ -207,6 +248,9 @@ def _save_adapter(
         plot_loss(history, tmp / "loss.png", title=f"{recipe.slug}: training loss")
         meta = run_metadata(recipe, setup, trainer.state, finished, resumed_from, seconds)
         meta["world_size"] = trainer.args.world_size  # data-parallel workers (--gpus)
+        meta.update(extra or {})  # hub_checkpoint: the newest step the Hub held before the final push, push counts
+        # The checkpoint eval.select chose becomes the published adapter; run.json records why.
+        meta.update(selection.publish(evaluation.find(trainer), recipe, tmp, adapter_dir.parent / CHECKPOINTS, meta))
         (tmp / "run.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         if card is not None:
             (tmp / "README.md").write_text(card(recipe, meta, tmp), encoding="utf-8")

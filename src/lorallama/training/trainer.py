@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import models
 from ..models import BaseChain
 from ..recipe import Recipe
+from . import adapters, attention
 from . import data as data_mod
 from .backend import Backend, choose_backend, load_model
 from .chat_templates import training_chat_template
@@ -70,49 +71,59 @@ class StopControl:
         return StopWhenAsked()
 
 
+def packing_plan(recipe: Recipe, backend: Backend) -> tuple[bool, str]:
+    """(packing, train_sampling_strategy) on this backend: padding-free packing where a kernel keeps packed
+    conversations apart (training/attention.py, or Unsloth's own packed attention), else unpacked batches of like
+    lengths (little padding, and equal work for every GPU)."""
+    t = recipe.trainer
+    if not t.packing or backend.name == "unsloth":
+        return t.packing, t.train_sampling_strategy
+    choice = attention.for_backend(backend)
+    if choice.kernel is not None:
+        log.info("packing: padding-free batches, attention %s (%s)", choice.attn_implementation, choice.reason)
+        return True, t.train_sampling_strategy
+    sampling = "batch_rebalance" if t.train_sampling_strategy == "random" else t.train_sampling_strategy
+    log.warning(
+        "packing needs a padding-free attention kernel and none runs here (%s): training unpacked, "
+        "batches built with train_sampling_strategy=%s",
+        choice.reason,
+        sampling,
+    )
+    return False, sampling
+
+
 def sft_config(recipe: Recipe, backend: Backend, output_dir: Path, max_steps: int | None, push: bool = False):
     from trl import SFTConfig
 
     t = recipe.trainer
     cuda = backend.device == "cuda"
-    packing, sampling = t.packing, t.train_sampling_strategy
-    if packing and backend.name != "unsloth" and importlib.util.find_spec("flash_attn") is None:
-        # Padding-free packing keeps documents apart only with varlen attention (Unsloth's, or flash-attn).
-        # The next best thing is batches of like lengths: little padding, and equal work for every GPU.
-        packing = False
-        if sampling == "random":
-            sampling = "batch_rebalance"
-        log.warning(
-            "packing needs Unsloth or flash-attn to keep packed conversations apart: training unpacked, "
-            "batches built with train_sampling_strategy=%s",
-            sampling,
-        )
-    hub_repo = recipe.hub.model_repo if push else None
+    packing, sampling = packing_plan(recipe, backend)
     config = SFTConfig(
         output_dir=str(output_dir / CHECKPOINTS),
-        # Every checkpoint goes to <repo>/last-checkpoint. hub_always_push queues a push even while the previous
-        # one is still uploading (HfApi runs them one at a time, in order), so no checkpoint is silently skipped.
-        push_to_hub=hub_repo is not None,
-        hub_model_id=hub_repo,
-        hub_strategy="checkpoint",
-        hub_always_push=True,
-        hub_private_repo=recipe.hub.private,
+        # Checkpoints reach <repo>/last-checkpoint through training/checkpoint_push.py (retried, verified, reported),
+        # not Trainer's push, which dropped a failed push silently.
+        push_to_hub=False,
         per_device_train_batch_size=t.per_device_train_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        warmup_steps=t.warmup_steps,
+        # transformers reads a warmup_steps below 1 as a share of all steps: that is how a ratio is given.
+        warmup_steps=t.warmup_ratio if t.warmup_ratio is not None else t.warmup_steps,
         num_train_epochs=t.num_train_epochs,
         max_steps=max_steps if max_steps is not None else t.max_steps,
         learning_rate=t.learning_rate,
         optim=backend.optim,
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler_type,
+        lr_scheduler_kwargs={"num_cycles": t.num_cycles} if t.lr_scheduler_type == "cosine_with_restarts" else None,
+        label_smoothing_factor=t.label_smoothing,
         seed=t.seed,
         data_seed=t.seed,
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        # With a Hub repo the pusher rotates instead: it never deletes a checkpoint the Hub does not hold yet.
+        save_total_limit=None if push else t.save_total_limit,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",  # the run's real tokens/s (estimate.RunMeter)
         # TensorBoard gets its own callback (see tensorboard_callback) so its logs land in <output>/tb.
         report_to=[r for r in t.report_to if r not in ("none", "tensorboard")],
         max_length=t.max_length,
@@ -149,18 +160,9 @@ def tensorboard_callback(recipe: Recipe, output_dir: Path) -> list:
     return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(output_dir / "tb")))]
 
 
-def lora_config(recipe: Recipe):
-    from peft import LoraConfig
-
-    lora = recipe.lora
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+def lora_config(recipe: Recipe, tokenizer_path: str | None = None):
+    """The PEFT config of the recipe's adapter method (training/adapters.py)."""
+    return adapters.peft_config(recipe, tokenizer_path)
 
 
 def fused_loss_available(model) -> bool:
@@ -175,7 +177,8 @@ def trainer_class():
 
     class LoraSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if fused_loss_available(model):
+            # Label smoothing needs the full logits: TRL would run a second forward pass for its fused loss.
+            if fused_loss_available(model) and self.label_smoother is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
@@ -210,17 +213,14 @@ def build_trainer(
     log.info("%s", prepared.report.format())
     model = load_model(recipe, backend)
     models.configure_generation(model, tokenizer)
-    peft_config = lora_config(recipe)
+    peft_config = lora_config(recipe, models.resolve_base(chain.base))
+    log.info("adapter: %s", adapters.describe(recipe.to_dict()["lora"]))
     if backend.name == "unsloth":
         from unsloth import FastLanguageModel
 
-        lora = recipe.lora
         model = FastLanguageModel.get_peft_model(
             model,
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
+            **adapters.unsloth_kwargs(recipe),
             use_gradient_checkpointing="unsloth" if recipe.trainer.gradient_checkpointing else False,
             random_state=recipe.trainer.seed,
         )
