@@ -309,11 +309,7 @@ def export_gguf(
             for file_name, text in ollama.files(tokenizer, name, loaded.config).items():
                 (tmp / file_name).write_text(text, encoding="utf-8")
         (tmp / "README.md").write_text(gguf_card(ref, report, prompts), encoding="utf-8")
-        output.mkdir(exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            f.chmod(0o644)
-            shutil.move(str(f), output / f.name)
-            report.files.append(output / f.name)
+        report.files += move_into(tmp, output)
     except OSError as e:
         raise ExportError(f"writing the export to {output} failed: {e.strerror or e} (disk full?)") from e
     finally:
@@ -402,11 +398,7 @@ def export_gguf_lora(target: str, output: Path, quant: str = "q8_0", prompts=Non
         reference = greedy_tokens(base, tokenizer, prompts, check_tokens)
         written = greedy_tokens(*read_back(tmp / base_name), prompts, check_tokens)
         report = GGUFReport(output, output / lora_name, quant, reference, written)
-        output.mkdir(exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            f.chmod(0o644)
-            shutil.move(str(f), output / f.name)
-            report.files.append(output / f.name)
+        report.files += move_into(tmp, output)
     except OSError as e:
         raise ExportError(f"writing the export to {output} failed: {e.strerror or e} (disk full?)") from e
     finally:
@@ -467,3 +459,14 @@ def push_gguf(report: GGUFReport, ref: models.ModelRef, repo: str, private: bool
     files["README.md"] = gguf_card(ref, report, list(COMPARISON_PROMPTS)[: len(report.reference)], repo).encode()
     hub.ensure_repo(repo, private=private)
     return hub.upload_files(repo, files, f"GGUF {report.quant.upper()} export (lorallama)")
+
+
+def move_into(tmp: Path, output: Path) -> list[Path]:
+    """Move every finished file of ``tmp`` into ``output``, readable by other users (servers run as others)."""
+    output.mkdir(exist_ok=True)
+    moved = []
+    for f in sorted(tmp.iterdir()):
+        f.chmod(0o644)
+        shutil.move(str(f), output / f.name)
+        moved.append(output / f.name)
+    return moved
