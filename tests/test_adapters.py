@@ -276,3 +276,33 @@ def test_the_chat_space_says_a_prompt_learning_adapter_runs_unmerged(tmp_path, t
     demo = build_chat_app(config, model=cm)
     header = next(b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "lorallama-header")
     assert "The prompt tuning adapter is loaded unmerged" in header.value
+
+
+def test_prompt_tuning_with_label_smoothing_scores_the_text_positions_only(tmp_path, tiny_chatml):
+    """Prompt tuning's logits carry its virtual tokens in front; the smoothed loss must be over the text's own."""
+    from transformers.trainer_pt_utils import LabelSmoother
+
+    from lorallama.training import adapters
+
+    recipe = recipe_for(tmp_path, tiny_chatml, "prompt", label_smoothing=0.1)
+    trainer = build_trainer(recipe, tmp_path / "out", max_steps=2).trainer
+    model = trainer.model.eval()  # no dropout: the two forward passes below must see the same logits
+    assert adapters.prepended_positions(model) == 4
+    batch = {k: v.to(model.device) for k, v in next(iter(trainer.get_train_dataloader())).items()}
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch))
+        labels = batch["labels"]
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        assert logits.shape[1] == labels.shape[1] + 4
+        expected = LabelSmoother(epsilon=0.1)({"logits": logits[:, 4:]}, labels, shift_labels=True)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    trainer.train()
+    assert all(h["loss"] == h["loss"] for h in trainer.state.log_history if "loss" in h)
+
+
+@pytest.mark.parametrize(("method", "positions"), [("lora", 0), ("prefix", 0), ("ia3", 0)])
+def test_only_prompt_tuning_puts_positions_before_the_text(tmp_path, tiny_chatml, method, positions):
+    from lorallama.training import adapters
+
+    setup = build_trainer(recipe_for(tmp_path, tiny_chatml, method), tmp_path / "out", max_steps=1)
+    assert adapters.prepended_positions(setup.trainer.model) == positions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -98,6 +99,32 @@ def test_failed_compilation_falls_back_and_says_so_once(tiny_chatml, monkeypatch
     assert decoding.prepare(cm, "aot", max_len=128) is None
     warnings = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
     assert len(warnings) == 1 and "no compiler here" in warnings[0]
+    assert answers(cm, GREEDY, PROMPTS[:1]) == reference(tiny_chatml, GREEDY, PROMPTS[:1])
+
+
+def test_a_compiled_program_whose_loader_crashes_costs_a_fallback_not_the_process(
+    tiny_chatml, monkeypatch, caplog, tmp_path
+):
+    """Seen on an H200 with torch 2.11 (CUDA 13): aoti_load_package segfaults. The probe child dies instead."""
+    import torch._inductor
+
+    def fake_package(exported, package_path):
+        Path(package_path).write_bytes(b"not a real program")
+        return package_path
+
+    def in_process_load(package):
+        raise AssertionError("a package that crashed its probe must not be loaded in the serving process")
+
+    monkeypatch.setattr(decoding, "export_step", lambda decoder: None)
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_package)
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", in_process_load)
+    monkeypatch.setattr(decoding, "LOAD_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(decoding, "_warned", set())
+    caplog.set_level(logging.WARNING, "lorallama")
+    cm = fresh(tiny_chatml)
+    assert decoding.prepare(cm, "aot", max_len=128) is None and cm.decoder is None
+    warnings = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
+    assert len(warnings) == 1 and "probe process (exit -11)" in warnings[0]
     assert answers(cm, GREEDY, PROMPTS[:1]) == reference(tiny_chatml, GREEDY, PROMPTS[:1])
 
 

@@ -51,10 +51,11 @@ def test_decoding_answers_like_generate_and_compiles_once(mode, gpu_llama):
     expected = answers(load(gpu_llama))  # generate, dynamic cache
     lengths = {len(chat.encode_prompt(load(gpu_llama).tokenizer, m)) for m in PROMPTS}
     assert len(lengths) == len(PROMPTS)
+    assert max(lengths) + GREEDY.max_new_tokens <= 1024  # every prompt fits the decoder: none falls back to generate
     cm = load(gpu_llama)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    decoder = decoding.prepare(cm, mode, max_len=512)
+    decoder = decoding.prepare(cm, mode, max_len=1024)  # the longest prompt is 662 tokens
     assert decoder is not None and cm.decoder is decoder, "the mode fell back (see the log)"
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     compiled = decoder.compiled
@@ -77,7 +78,7 @@ def test_bfloat16_decoding_streams_the_same_answer_as_generate_mostly(gpu_llama)
     """In bfloat16 (the Spaces' dtype) the compiled step and generate round differently; answers agree in the main."""
     reference = load(gpu_llama, torch.bfloat16)
     cm = load(gpu_llama, torch.bfloat16)
-    decoding.prepare(cm, "compile", max_len=512)
+    decoding.prepare(cm, "compile", max_len=1024)
     for messages in PROMPTS:
         ids = chat.encode_prompt(cm.tokenizer, messages)
         a = cm.tokenizer("".join(chat.stream_ids(reference, ids, GREEDY)), add_special_tokens=False)["input_ids"]

@@ -358,7 +358,24 @@ def compile_ahead(exported):
 
     folder = tempfile.mkdtemp(prefix="lorallama-aot-")
     package = torch._inductor.aoti_compile_and_package(exported, package_path=os.path.join(folder, "step.pt2"))
+    probe_load(package)
     return torch._inductor.aoti_load_package(package)
+
+
+# A loader that crashes takes its process with it, so it is tried first in a child of its own.
+LOAD_PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
+
+
+def probe_load(package: str) -> None:
+    """Raise (so ``prepare`` falls back) unless a child process loads ``package``: torch 2.11's loader was seen to
+    segfault on CUDA 13 (H200) even for a one-op program, which would end the Space instead of one decoding mode."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", LOAD_PROBE, package], capture_output=True, text=True, timeout=600)
+    if probe.returncode != 0:
+        reason = probe.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise RuntimeError(f"AOTInductor's loader failed in a probe process (exit {probe.returncode}): {reason[0]}")
 
 
 def _compile_aot(decoder: Decoder) -> tuple[Any, Timing]:

@@ -96,6 +96,15 @@ def peft_config(recipe: Recipe, tokenizer_path: str | None = None):
     return PromptTuningConfig(num_virtual_tokens=lora.num_virtual_tokens, task_type="CAUSAL_LM")
 
 
+def prepended_positions(model) -> int:
+    """Positions a prompt-learning adapter puts before the text (prompt tuning's virtual tokens): its logits have
+    them too. Prefix tuning adds keys and values, not positions: 0, as for every other method."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not getattr(config, "is_prompt_learning", False):
+        return 0
+    return 0 if str(config.peft_type).endswith("PREFIX_TUNING") else int(config.num_virtual_tokens)
+
+
 def unsloth_kwargs(recipe: Recipe) -> dict:
     """What ``FastLanguageModel.get_peft_model`` takes for the recipe's adapter (lora or rslora)."""
     lora = recipe.lora

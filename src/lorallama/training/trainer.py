@@ -180,7 +180,20 @@ def trainer_class():
             # Label smoothing needs the full logits: TRL would run a second forward pass for its fused loss.
             if fused_loss_available(model) and self.label_smoother is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            smoother = self.label_smoother
+            extra = adapters.prepended_positions(self.accelerator.unwrap_model(model))
+            if smoother is not None and extra:
+                # PEFT pads the labels for its virtual tokens only when it is given them, and the smoother takes
+                # them away first: the logits are trimmed back to the text's positions instead. Trainer also reads
+                # such a model's name as the bare LlamaModel and would not shift the labels; a causal LM needs it.
+                def trimmed(out, labels, **kw):
+                    return smoother({"logits": out["logits"][:, extra:]}, labels, **{**kw, "shift_labels": True})
+
+                self.label_smoother = trimmed
+            try:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                self.label_smoother = smoother
 
     return LoraSFTTrainer
 
