@@ -2,6 +2,7 @@
 
     python bench/quality_sweep.py --out "$OUT"                 # the full grid on one GPU (≈ 9 min on an H200)
     python bench/quality_sweep.py --smoke --out /tmp/qs         # a tiny grid on CPU: checks the harness itself
+    python bench/quality_sweep.py --replay 0.2 --lr 5e-4 --rank 8,16,64 --out "$OUT"   # LoRA rank at the plateau
 
 What runs: the project's own path (`lorallama sweep`'s trials, i.e. `lorallama train` with an ``eval:`` section) on
 SmolLM2-135M-Instruct (bundled), transformers + PEFT backend, LoRA r 16 on all linear projections, raw-text
@@ -92,7 +93,7 @@ def write_recipe(work: Path, args) -> Path:
             "eval_rows": args.eval_rows,
             "replay": {"source": str(work / "replay.jsonl"), "fraction": 0.2},
         },
-        "lora": {"r": args.rank, "alpha": args.rank},
+        "lora": {"r": int(args.rank.split(",")[0]), "alpha": int(args.rank.split(",")[0])},
         "trainer": {
             "per_device_train_batch_size": BATCH,
             "gradient_accumulation_steps": 1,
@@ -121,7 +122,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", default="0,0.1,0.2,0.5", help="replay fractions (0: no replay)")
     p.add_argument("--lr", default="1e-4,2e-4,5e-4", help="learning rates")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha = rank)")
+    p.add_argument("--rank", default="16", help="LoRA ranks (alpha = rank); several, e.g. 8,16,64, sweep them too")
     p.add_argument("--max-length", type=int, default=512, help="tokens per raw-text block")
     p.add_argument("--parallel", type=int, default=12, help="trials at a time on the one GPU")
     p.add_argument("--eval-rows", type=int, default=40, help="blocks (and replay rows) held out")
@@ -163,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     recipe_path = write_recipe(work, args)
 
     grid = [("data.replay.fraction", args.replay.split(",")), ("trainer.learning_rate", args.lr.split(","))]
+    if "," in args.rank:
+        grid.append(("lora.r", args.rank.split(",")))
     trials = sweep.make_trials(grid)
+    for t in trials:  # alpha follows the rank, so the update's scale (alpha / r) stays 1 at every rank
+        if "lora.r" in t.values:
+            t.values["lora.alpha"] = t.values["lora.r"]
     spe = {}
     for t in trials:  # a checkpoint, and so an evaluation, at the end of every epoch
         fraction = float(t.values["data.replay.fraction"])
