@@ -41,7 +41,7 @@ test: setup chromium lint
 test-fast: setup chromium
 	$(BIN)/python -m pytest -q -m "not slow and not heavy"
 
-# Minutes each: 20 random preemptions under Hub faults, and every Space built the way the runtime builds it.
+# Minutes each: every Space built the way the runtime builds it, in a fresh virtualenv.
 test-heavy: setup chromium
 	$(BIN)/python -m pytest -q -m heavy
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load, load_file
@@ -13,40 +15,47 @@ from lorallama import hub as hub_mod
 from lorallama.recipe import load_recipe
 from lorallama.training import jobs
 from lorallama.training.run import train
-from support.chaos import BUCKET, PRELOAD, REPO, chaos_recipe, run_chaos
+from support.chaos import BUCKET, REPO, chaos_model, chaos_recipe, one_thread, prepare_jobs, run_chaos
 
 KILLS = 20
 SAVE_STEPS = 3
 
 
 @pytest.fixture
+def warm_jobs(hub):
+    """Jobs forked from the warm interpreter: this process with a job's imports, forked before anything else runs."""
+    prepare_jobs(hub)
+
+
+@pytest.fixture
 def cached_wheel(monkeypatch, tmp_path_factory):
     """Build the job's wheel once: every relaunch uploads the same bundle."""
     built = jobs.build_wheel(tmp_path_factory.mktemp("wheel"))
-    monkeypatch.setattr(jobs, "build_wheel", lambda dest: shutil.copy(built, dest / built.name) and dest / built.name)
+    monkeypatch.setattr(jobs, "build_wheel", lambda dest: Path(shutil.copy(built, dest)))
 
 
 def losses(history: list[dict]) -> list[tuple[int, float]]:
     return [(h["step"], round(h["loss"], 6)) for h in history if "loss" in h]
 
 
-@pytest.mark.heavy
+@pytest.mark.slow  # tens of seconds: in `make test`, not in `make test-fast`
 def test_twenty_random_preemptions_under_hub_faults_end_as_an_uninterrupted_run(
-    hub, tmp_path, tiny_chatml, cached_wheel, monkeypatch
+    hub, warm_jobs, cached_wheel, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(hub_mod, "RETRY_DELAY", 0.05)
-    hub.jobs.warm_python(PRELOAD)  # jobs skip the imports, not the work: real processes, real signals
-    recipe_path = chaos_recipe(tmp_path, tiny_chatml, max_steps=75, save_steps=SAVE_STEPS, volume=True)
-    straight = train(load_recipe(str(recipe_path)), tmp_path / "straight", push=False)
-
-    report = run_chaos(hub, recipe_path, kills=KILLS, seed=12)
+    monkeypatch.setattr(hub_mod, "RETRY_DELAY", 0.05)  # this process's relaunch loop; the jobs keep the real backoff
+    base = chaos_model(tmp_path / "tiny")
+    recipe_path = chaos_recipe(tmp_path, base, max_steps=75, save_steps=SAVE_STEPS, volume=True)
+    with one_thread(), ThreadPoolExecutor(1) as pool:
+        # The uninterrupted reference (local, never touching the Hub) trains on the other core while the jobs run.
+        reference = pool.submit(train, load_recipe(str(recipe_path)), tmp_path / "straight", push=False)
+        report = run_chaos(hub, recipe_path, kills=KILLS, seed=12)
+        straight = reference.result()
     summary = report.summary(SAVE_STEPS)
     print("chaos:", json.dumps(summary))
     for life in report.lives:
         print(
             f"  {life.job_id[:8]} {life.stage:9} resumed={life.resumed!s:5} from {life.resumed_from:3} "
-            f"trained {life.trained:3} "
-            f"kill={life.kill} fault={life.fault}"
+            f"trained {life.trained:3} in {life.seconds:4.1f} s kill={life.kill} fault={life.fault}"
         )
 
     assert summary["kills_survived"] >= KILLS
@@ -77,22 +86,58 @@ SLEEPER = (
 )
 
 
-@pytest.mark.parametrize(("grace", "save", "expected"), [(2.0, 0.1, ["saving", "saved"]), (0.3, 5, ["saving"])])
-def test_preemption_sends_sigterm_then_sigkill_after_the_grace(hub, hub_api, grace, save, expected):
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])
+@pytest.mark.parametrize(("grace", "save", "expected"), [(2.0, 0.1, ["saving", "saved"]), (1.0, 5, ["saving"])])
+def test_preemption_sends_sigterm_then_sigkill_after_the_grace(hub, hub_api, grace, save, expected, warm):
+    if warm:
+        hub.jobs.warm_python([])
     job = hub_api.run_job(image="python:3.12", command=["python", "-c", SLEEPER.format(save=save)])
     hub.wait_job_output(job.id, "ready")
     hub.preempt_job(job.id, grace)
     done = hub.wait_job(job.id, timeout=20)
     assert (done.stage, done.message) == ("ERROR", "Job was preempted: the machine running it was reclaimed")
-    assert done.log_lines[-len(expected) :] == expected  # a save longer than the grace is cut off
+    assert done.log_lines[-len(expected) :] == expected, done.log_lines  # a save longer than the grace is cut off
 
 
-def test_preemption_by_sigkill_alone_gives_no_chance_to_save(hub, hub_api):
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "warm"])
+def test_preemption_by_sigkill_alone_gives_no_chance_to_save(hub, hub_api, warm):
+    if warm:
+        hub.jobs.warm_python([])
     job = hub_api.run_job(image="python:3.12", command=["python", "-c", SLEEPER.format(save=0)])
     hub.wait_job_output(job.id, "ready")
     hub.preempt_job(job.id)
     done = hub.wait_job(job.id, timeout=20)
     assert done.stage == "ERROR" and "saving" not in done.log_lines
+
+
+FRESH = (
+    "import logging, os, sys, warnings\n"
+    "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+    "logging.info('logged')\n"
+    "warnings.warn('warned')\n"
+    "print(os.getcwd() == os.environ['HOME'].removesuffix('-home'), sorted(k for k in os.environ if k == 'ONLY'))\n"
+    "from tqdm import tqdm\n"
+    "print(sum(tqdm(range(3), file=sys.stdout)), flush=True)\n"
+    "print(repr(sys.stdin.read()), flush=True)\n"
+    "sys.exit(3)\n"
+)
+
+
+def test_a_warm_job_starts_as_a_fresh_interpreter(hub, hub_api, caplog):
+    """Forked from this process (a test runner capturing logs and warnings, with tqdm's write lock made and taken),
+    it still logs, warns, draws progress bars and exits as a fresh interpreter would, with its own working dir,
+    environment and empty stdin."""
+    from tqdm import tqdm
+
+    lock = tqdm.get_lock()  # made before the fork: its semaphore would be shared with every job
+    hub.jobs.warm_python([])
+    with lock:  # as a job killed while drawing a bar would leave it
+        job = hub_api.run_job(image="python:3.12", command=["python", "-c", FRESH], env={"ONLY": "x"})
+        done = hub.wait_job(job.id, timeout=20)
+    assert (done.stage, done.message) == ("ERROR", "Job failed with exit code: 3")
+    lines = done.log_lines
+    assert "logged" in lines and any("UserWarning: warned" in line for line in lines)
+    assert lines[-2:] == ["3", "''"] and "True ['ONLY']" in lines
 
 
 def test_a_bucket_volume_outlives_the_job_at_its_mount_path(hub, hub_api):

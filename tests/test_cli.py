@@ -50,6 +50,41 @@ def test_bad_input_exits_2_with_a_message_naming_the_fix(args, message, in_tmp):
     assert not (in_tmp / "runs").exists() or not any((in_tmp / "runs").rglob("adapter_config.json"))
 
 
+WITHOUT_GRADIO = "import sys; sys.modules['gradio'] = None; from lorallama import cli; sys.exit(cli.main(sys.argv[1:]))"
+
+
+def test_chat_ui_without_the_serve_extra_names_the_install(in_tmp):
+    """Gradio missing (as if `lorallama[serve]` were not installed): one line naming the fix, not an ImportError."""
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_GRADIO, "chat", "demo", "--ui"],
+        capture_output=True,
+        text=True,
+        cwd=in_tmp,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "lorallama: error: chat --ui serves the chat Space with Gradio, and gradio is not installed: "
+        "pip install 'lorallama[serve]' (or chat in the terminal with --prompt)"
+    ]
+
+
+def test_demo_serve_without_the_serve_extra_says_so_before_training(in_tmp):
+    out = subprocess.run(
+        [sys.executable, "-c", WITHOUT_GRADIO, "demo", "--serve"],
+        capture_output=True,
+        text=True,
+        cwd=in_tmp,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "lorallama: error: demo --serve serves the chat Space with Gradio, and gradio is not installed: "
+        "pip install 'lorallama[serve]' (or run the demo with --no-serve)"
+    )
+    assert not (in_tmp / "runs").exists()  # nothing trained
+
+
 def test_data_inspect_prints_report_and_writes_histogram(tmp_path, tiny_chatml, capsys):
     recipe = write_recipe(tmp_path, tiny_chatml)
     data = tmp_path / "chat.jsonl"

@@ -203,9 +203,15 @@ def test_train_is_dispatched_with_a_model_and_a_flavor():
     inputs = workflow["on"]["workflow_dispatch"]["inputs"]
     assert sorted(inputs["model"]["options"]) == sorted(available_slugs())  # every recipe, and only recipes
     assert inputs["flavor"]["default"] == "t4-small" and "t4-small" in inputs["flavor"]["options"]
-    runs = [s["run"] for s in steps(workflow) if "run" in s]
-    assert 'lorallama jobs run "$MODEL" --flavor "$FLAVOR" --until-done' in runs
-    assert 'lorallama cards "$MODEL" --push' in runs
+    by_run = {s["run"]: s for s in steps(workflow) if "run" in s}
+    train, card = (
+        by_run['lorallama jobs run "$MODEL" --flavor "$FLAVOR" --until-done'],
+        by_run['lorallama cards "$MODEL" --push'],
+    )
+    # A fork trains into its own namespace, as sync publishes there, without editing the recipes.
+    for step in (train, card):
+        assert step["env"]["HF_NAMESPACE"] == "${{ vars.HF_NAMESPACE }}"
+        assert step["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,6 +286,7 @@ def test_the_train_steps_train_on_jobs_then_push_the_template_card(hub, tmp_path
     template = (REPO_ROOT / "src" / "lorallama" / "publishing" / "templates" / "model_card.jinja").read_text()
     (cwd / "model_cards" / "tiny.md").write_text(template + "\nRendered from model_cards/tiny.md.\n")
     context = {"secrets.HF_TOKEN": hub.token, "inputs.model": str(recipe_path), "inputs.flavor": "cpu-basic"}
+    context["vars.HF_NAMESPACE"] = ""  # a repository without the variable: the recipe's own namespace
 
     trained = run_step("train.yml", "lorallama jobs run", cwd, context, tmp_path)
     assert trained.returncode == 0, (trained.stdout + trained.stderr)[-3000:]

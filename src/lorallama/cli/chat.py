@@ -21,14 +21,32 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_chat)
 
 
+SERVE_EXTRA = ("gradio", "gradio_client", "spaces")  # what `pip install 'lorallama[serve]'` brings
+
+
+def _ui_modules():
+    """The chat Space's parts; without the ``serve`` extra, an error that names the fix instead of an ImportError."""
+    from ..errors import SpaceError
+
+    try:
+        from ..serving.chat_app import build_chat_app
+        from ..serving.config import ChatConfig
+        from ..serving.web import serve
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in SERVE_EXTRA:
+            raise
+        raise SpaceError(
+            f"chat --ui serves the chat Space with Gradio, and {e.name} is not installed: "
+            "pip install 'lorallama[serve]' (or chat in the terminal with --prompt)"
+        ) from e
+    return build_chat_app, ChatConfig, serve
+
+
 def cmd_chat(args) -> int:
     from ..errors import LorallamaError
 
     if args.ui:
-        from ..serving.chat_app import build_chat_app
-        from ..serving.config import ChatConfig
-        from ..serving.web import serve
-
+        build_chat_app, ChatConfig, serve = _ui_modules()
         serve(build_chat_app(ChatConfig.from_target(args.target)), host=args.host, port=args.port)
         return 0
     if not args.prompt:

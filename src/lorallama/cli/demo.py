@@ -23,12 +23,21 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
+    from ..errors import SpaceError
     from ..prompts import COMPARISON_PROMPTS
     from ..publishing.cards import adapter_card
     from ..recipe import load_recipe, parse_duration
     from ..serving import chat
     from ..training.run import train
 
+    serve = sys.stdin.isatty() and sys.stdout.isatty() if args.serve is None else args.serve
+    if serve and args.serve and not _gradio_installed():
+        # Asked for explicitly: say so before minutes of training, not after. From a terminal the chat is skipped.
+        raise SpaceError(
+            "demo --serve serves the chat Space with Gradio, and gradio is not installed: "
+            "pip install 'lorallama[serve]' (or run the demo with --no-serve)"
+        )
+    serve = serve and _gradio_installed()
     recipe = load_recipe("demo")
     started = time.time()
     result = train(
@@ -47,7 +56,6 @@ def cmd_demo(args) -> int:
         tuned = chat.answer(cm, prompt, max_new_tokens=60)
         print(f"\n### {prompt}\n  base : {_one_line(base)}\n  tuned: {_one_line(tuned)}")
     print(f"\nloss curve: {result.adapter_dir / 'loss.png'}\nadapter:    {result.adapter_dir}")
-    serve = sys.stdin.isatty() and sys.stdout.isatty() if args.serve is None else args.serve
     if serve:
         from ..serving.web import serve_demo
 
@@ -56,6 +64,14 @@ def cmd_demo(args) -> int:
     else:
         print(f"\nchat with it in the browser: lorallama chat --ui {result.adapter_dir}")
     return 0
+
+
+def _gradio_installed() -> bool:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _one_line(text: str) -> str:
