@@ -1,4 +1,5 @@
-"""The package's layout holds: no import cycles, layers point down, serving never reaches training, one CLI."""
+"""The package's layout holds: no import cycles, layers point down, serving never reaches training, one CLI; the
+studio sits on top beside the CLI and only the studio Space's app imports it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ LAYERS = {
     "lorallama.serving": {"lorallama.serving"},
     "lorallama.publishing": {"lorallama.publishing", "lorallama.training", "lorallama.serving"},
     "lorallama.cli": {"lorallama.cli", "lorallama.publishing", "lorallama.training", "lorallama.serving"},
+    "lorallama.studio": {"lorallama.studio", "lorallama.publishing", "lorallama.training", "lorallama.serving"},
 }
+STUDIO_SPACE = "studio"  # the one Space whose app may reach the studio (and through it training and publishing)
 SUBPACKAGES = tuple(LAYERS)
 
 
@@ -39,7 +42,8 @@ def test_no_import_cycle_inside_the_package():
 
 def test_each_layer_imports_only_what_is_below_it():
     """Ground modules import ground modules only; training and serving import the ground and themselves;
-    publishing may use both; only the CLI sits on top, and nothing imports it."""
+    publishing may use both; the CLI and the studio sit on top, and neither imports the other (nothing imports
+    them)."""
     wrong = []
     for module, targets in graph(PKG).items():
         mine = layer(module)
@@ -52,11 +56,31 @@ def test_each_layer_imports_only_what_is_below_it():
 
 
 def test_a_space_reaches_no_training_publishing_or_cli_code():
+    """A chat Space vendors serving and the ground only; the studio Space reaches the studio (and so training and
+    publishing), never the CLI."""
     g = graph(PKG)
-    for app in sorted(REPO.glob("spaces/*/app.py")):
+    apps = sorted(REPO.glob("spaces/*/app.py"))
+    assert STUDIO_SPACE in {a.parent.name for a in apps}
+    for app in apps:
         reached = closure(g, {m for m in imports_of(app.read_text()) if m in g})
         assert reached, app
-        assert {layer(m) for m in reached} <= {"ground", "lorallama.serving"}, (app, sorted(reached))
+        layers = {layer(m) for m in reached}
+        if app.parent.name == STUDIO_SPACE:
+            assert "lorallama.studio" in layers and "lorallama.cli" not in layers, sorted(reached)
+        else:
+            assert layers <= {"ground", "lorallama.serving"}, (app, sorted(reached))
+
+
+def test_only_the_studio_space_imports_the_studio():
+    importers = [
+        m
+        for m, targets in graph(PKG).items()
+        if layer(m) != "lorallama.studio" and any(layer(t) == "lorallama.studio" for t in targets)
+    ]
+    assert importers == []
+    for app in sorted(REPO.glob("spaces/*/app.py")) + sorted(REPO.glob("train_jobs/*.py")):
+        uses = any(m.startswith("lorallama.studio") for m in imports_of(app.read_text()))
+        assert uses == (app.parent.name == STUDIO_SPACE and app.parts[-3] == "spaces"), app
 
 
 def test_only_the_cli_parses_arguments_or_defines_main():

@@ -88,3 +88,23 @@ def test_edit_message_still_returns_history_state_and_the_text_to_send():
         ui, history, gr.EditData(None, {"index": 0, "value": "Q1b", "previous_value": "Q1"})
     )
     assert out == ([], [], "Q1b")
+
+
+def test_the_oauth_session_entry_is_what_gradio_reads_the_visitor_from():
+    """The studio's token sign-in writes the entry Gradio's OAuth callback writes; Gradio must still read the
+    visitor's profile and token from it, and the login button must still go to /login/huggingface."""
+    import time
+
+    from gradio import oauth
+    from gradio.components import login_button
+
+    info = gradio_compat.oauth_session("hf_x", "openid profile jobs", int(time.time()) + 60, {"name": "ada"})
+    session = {gradio_compat.OAUTH_SESSION_KEY: info}
+    read = oauth._get_valid_oauth_info_from_session(session)
+    assert read is info
+    profile = oauth.OAuthProfile(read["userinfo"])
+    token = oauth.OAuthToken(token=read["access_token"], scope=read["scope"], expires_at=read["expires_at"])
+    assert (profile.username, token.token, token.scope) == ("ada", "hf_x", "openid profile jobs")
+    assert "/login/huggingface?_target_url=" in login_button._js_handle_redirect
+    source = inspect.getsource(gr.helpers.special_args)
+    assert 'oauth_info["access_token"]' in source and 'oauth_info["userinfo"]' in source

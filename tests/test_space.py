@@ -561,7 +561,7 @@ def pinned() -> dict[str, str]:
     """name → requirement, from pyproject's ``dependencies = [...]`` (tomllib is 3.11+; the project runs on 3.10)."""
     text = (REPO / "pyproject.toml").read_text()
     block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
-    block += re.search(r"^serve = \[(.*?)\]", text, re.M).group(1).replace(", ", "\n")  # the Space's role
+    block += re.search(r"^serve = \[(.*)\]", text, re.M).group(1).replace(", ", "\n")  # the Space's role
     deps = re.findall(r'^\s*"([^"]+)"', block, re.M)
     return {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower().replace("_", "-"): d for d in deps}
 

@@ -1,7 +1,8 @@
 """Every failure a user can fix is a ``LorallamaError``: one subclass per area, each message naming the thing and the fix.
 
-The command line (``lorallama.cli``) is the one place that catches them: it prints ``lorallama: error: <message>``
-on one line and exits with 2; ``LORALLAMA_DEBUG=1`` shows the traceback too. Library code raises and never prints.
+The command line (``lorallama.cli``) catches them: it prints ``lorallama: error: <message>`` on one line and exits
+with 2; ``LORALLAMA_DEBUG=1`` shows the traceback too. The studio Space's page (``lorallama.studio.app``) is the other
+boundary: it shows the message on the page. Library code raises and never prints.
 """
 
 from __future__ import annotations
@@ -63,3 +64,8 @@ class PublishError(LorallamaError, RuntimeError):
 
 class ExportError(LorallamaError, RuntimeError):
     """An export that cannot be made or failed its check; the message says why."""
+
+
+class StudioError(LorallamaError, RuntimeError):
+    """The studio Space refused a visitor's request (not signed in, a missing scope, bad input, a run already
+    going): nothing was spent, and the message says what to do instead."""

@@ -1,15 +1,19 @@
 """Every Hub read and write goes through here (``huggingface_hub`` only).
 
 The token comes from the environment (``HF_TOKEN``) through ``huggingface_hub`` itself: it is never passed on the
-command line, printed, logged or written to a file here.
+command line, printed, logged or written to a file here. Work done for someone else (a visitor of the studio Space,
+signed in with OAuth) runs inside ``with acting_for(their_token):``: every call made here in that block sends their
+token, never the environment's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,14 +27,52 @@ log = logging.getLogger("lorallama")
 CHECKPOINT_DIR = "last-checkpoint"  # where Trainer's hub_strategy="checkpoint" keeps the newest checkpoint
 RETRY_DELAY = 1.0  # seconds before the first retry; doubles each time
 T = TypeVar("T")
+_ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("lorallama_acting_for", default=None)
 
-__all__ = ["HubError", "api", "with_retries", "explain", "ensure_repo", "read_file", "remote_run", "upload_files"]
+__all__ = [
+    "HubError",
+    "acting_for",
+    "api",
+    "with_retries",
+    "explain",
+    "ensure_repo",
+    "read_file",
+    "remote_run",
+    "upload_files",
+]
+
+
+@contextlib.contextmanager
+def acting_for(token: str) -> Iterator[None]:
+    """Every Hub call made here inside the block sends ``token`` (a signed-in visitor's), not HF_TOKEN.
+
+    The token lives in a context variable of the calling thread (or task) only: another visitor's request, served
+    at the same time in another thread, never sees it."""
+    if not token:
+        raise HubError("no token to act with: sign in first", 401)
+    previous = _ACTING_FOR.set(token)
+    try:
+        yield
+    finally:
+        _ACTING_FOR.reset(previous)
+
+
+def acting_token() -> str | None:
+    """The token of the enclosing ``acting_for`` block, or None (then huggingface_hub finds HF_TOKEN itself)."""
+    return _ACTING_FOR.get()
+
+
+def token() -> str | None:
+    """The token Hub calls send here: the ``acting_for`` one, else HF_TOKEN or the saved login."""
+    from huggingface_hub import get_token
+
+    return _ACTING_FOR.get() or get_token()
 
 
 def api():
     from huggingface_hub import HfApi
 
-    return HfApi()
+    return HfApi(token=_ACTING_FOR.get())
 
 
 def _status(exc: BaseException) -> int | None:
@@ -156,7 +198,7 @@ def read_file(repo_id: str, path: str, repo_type: str = "model") -> bytes | None
 
     def fetch() -> str | None:
         try:
-            return hf_hub_download(repo_id, path, repo_type=repo_type)
+            return hf_hub_download(repo_id, path, repo_type=repo_type, token=_ACTING_FOR.get())
         except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
             return None
 
@@ -169,7 +211,7 @@ def download_files(repo_id: str, patterns: list[str], what: str, repo_type: str 
     from huggingface_hub import snapshot_download
 
     folder = with_retries(
-        lambda: snapshot_download(repo_id, repo_type=repo_type, allow_patterns=patterns),
+        lambda: snapshot_download(repo_id, repo_type=repo_type, allow_patterns=patterns, token=_ACTING_FOR.get()),
         f"downloading {what}",
         repo_id=repo_id,
         repo_type=repo_type,
@@ -202,7 +244,9 @@ def download_checkpoint(repo_id: str, dest: Path) -> Path:
     from huggingface_hub import snapshot_download
 
     with_retries(
-        lambda: snapshot_download(repo_id, allow_patterns=[f"{CHECKPOINT_DIR}/*"], local_dir=dest),
+        lambda: snapshot_download(
+            repo_id, allow_patterns=[f"{CHECKPOINT_DIR}/*"], local_dir=dest, token=_ACTING_FOR.get()
+        ),
         f"downloading the checkpoint of {repo_id}",
         repo_id=repo_id,
     )

@@ -14,6 +14,7 @@ from . import __version__
 # Suffixes that make ``a/b.jsonl`` a local path rather than a repo id.
 LOCAL_SUFFIXES = {".jsonl", ".json", ".parquet", ".csv", ".tsv", ".txt", ".yaml", ".yml", ".md", ".gguf"}
 _REPO_ID = re.compile(r"[\w][\w.-]*/[\w][\w.-]*")
+STUDIO_SPACE = "lorallama/studio"  # spaces/studio: where anyone fine-tunes their own; every card and chat page links it
 
 
 def is_repo_id(name: str | None) -> bool:

@@ -21,14 +21,30 @@ def checkout_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / RECIPES).is_dir() else None
 
 
+JOB_SCRIPTS = ("train.py", "watch.py")  # in train_jobs/: what a training job and a watcher job run
+WHEELS = "dist"  # where a Space that launches jobs keeps the prebuilt lorallama wheel (``lorallama sync`` builds it)
+
+
+def job_files_root() -> Path | None:
+    """Where the files a job bundle takes lie (``train_jobs/`` with the job scripts and recipes, the throughput
+    table): the checkout, else the folder a Space's vendored package sits in, when ``lorallama sync`` put them
+    beside it (the studio Space, which launches jobs without a checkout)."""
+    root = checkout_root()
+    if root is not None:
+        return root
+    beside = PACKAGE_DIR.parent
+    return beside if all((beside / RECIPES / name).is_file() for name in JOB_SCRIPTS) else None
+
+
 def recipes_dir() -> Path:
-    """``$LORALLAMA_RECIPES`` (a user's own folder), else ``./train_jobs``, else the checkout's ``train_jobs``."""
+    """``$LORALLAMA_RECIPES`` (a user's own folder), else ``./train_jobs``, else the checkout's ``train_jobs`` (or
+    the one ``lorallama sync`` put beside a Space's vendored package)."""
     if env := os.environ.get("LORALLAMA_RECIPES"):
         return Path(env)
     local = Path.cwd() / RECIPES
     if local.is_dir():
         return local
-    root = checkout_root()
+    root = job_files_root()
     return root / RECIPES if root is not None else local
 
 

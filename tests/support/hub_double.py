@@ -40,9 +40,14 @@ Volumes: a ``bucket`` volume is a folder under ``<root>/buckets/<namespace>/<buc
 Storage Bucket does). The job runs on this machine, so the mount path in its command, arguments and environment is
 rewritten to that folder. Repo volumes are refused (400).
 
-Warm interpreter (``hub.jobs.warm_python(preload=[...])``): Python jobs are forked from a server process that has
-already imported ``preload``, like a platform image with its packages installed; the job is still a real process
-in its own group (signals, exit codes, logs), it only skips the imports. Tests that start many jobs use it.
+Warm interpreter (``hub.jobs.warm_python(preload=[...])``): this process imports ``preload`` and forks a copy of
+itself (taken while no job runs), from which every Python job is forked, like a platform image with its packages
+installed and imported. Each job is still a real process in its own group (signals, exit codes, logs), and starts as a
+fresh interpreter would: the environment, working dir and argv of the job; stdin from /dev/null, stdout and stderr to
+the log; default signal handlers; no log handlers and warning filters of this process (a test runner's capture);
+what was read from the environment at import applied from the job's (huggingface_hub's ``HF_HOME`` paths, torch's
+``OMP_NUM_THREADS``: ``hub.jobs.extra_env["OMP_NUM_THREADS"] = "1"`` gives each job one CPU thread). It only skips
+the imports. Tests that start many jobs use it.
 """
 
 from __future__ import annotations
@@ -50,13 +55,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import itertools
 import json
 import mimetypes
 import os
+import pickle
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +72,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -221,13 +230,17 @@ def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> R
 
 @dataclass
 class RequestRecord:
-    """One request as the double saw it; `fault` names the injected fault, if any."""
+    """One request as the double saw it; `fault` names the injected fault, if any; `user` names the account whose
+    token it sent (None: no token; "<invalid>": a token the double does not know); `at`, when it came
+    (time.monotonic, as a job's `t_started`/`t_finished`)."""
 
     method: str
     path: str
     query: str
     status: int | None
     fault: str | None = None
+    user: str | None = None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -299,6 +312,7 @@ class Account:
     token: str
     role: str = "write"  # "write" | "read"
     orgs: tuple[str, ...] = ()
+    pro: bool = False  # a paid (PRO) plan: whoami's isPro
     uid: str = field(default_factory=_new_id)
 
     @property
@@ -652,59 +666,269 @@ class Job:
         return [line for _, line in self.logs]
 
 
-def _warm_main(argv: list[str], cwd: str, env: dict[str, str], out: Any) -> None:
-    """A job forked from the warm interpreter: own process group, logs to `out`, the job's cwd/env/argv."""
-    import runpy
+# A fresh interpreter's warning filters ("Default Warning Filter" in the warnings docs, a release build, no -W).
+_DEFAULT_WARNING_FILTERS = [
+    ("default", DeprecationWarning, "__main__"),
+    ("ignore", DeprecationWarning, ""),
+    ("ignore", PendingDeprecationWarning, ""),
+    ("ignore", ImportWarning, ""),
+    ("ignore", ResourceWarning, ""),
+]
 
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings to stderr, as a fresh interpreter shows them (a test runner records them instead)."""
+    (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _std_stream(fd: int, unbuffered: bool) -> io.TextIOWrapper:
+    """sys.stdout or sys.stderr as the interpreter opens them: with PYTHONUNBUFFERED (every job has it), straight to
+    the file, so a signal handler that prints while the program prints does not trip over a buffer's lock."""
+    raw = io.FileIO(fd, "w", closefd=False)
+    if unbuffered:
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+
+def _fresh_progress_bars(std: Any) -> None:
+    """tqdm's write locks and bars as a fresh process has none yet. A lock made before the fork is shared with this
+    process and every other job (its multiprocessing half is a semaphore): a job killed while drawing a bar would
+    leave it taken, and the next bar anywhere would wait for ever."""
+    import weakref
+
+    lock_class = std.TqdmDefaultWriteLock
+    lock_class.th_lock = threading.RLock()
+    if "mp_lock" in vars(lock_class):
+        del lock_class.mp_lock  # the job's first bar makes its own
+    classes, seen = [std.tqdm], set()
+    while classes:
+        cls = classes.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        classes.extend(cls.__subclasses__())
+        if "_lock" in vars(cls):
+            del cls._lock
+        if "_instances" in vars(cls):
+            cls._instances = weakref.WeakSet()
+        if "monitor" in vars(cls):
+            cls.monitor = None
+
+
+def _as_fresh_interpreter(env: dict[str, str], out_fd: int) -> None:
+    """Make a process forked from the warm interpreter look like a fresh one started with `env`, logging to
+    `out_fd`: what it inherited from the process it was forked from (log handlers and their streams, warning filters,
+    signal handlers, import-time reads of the environment) is put back as a fresh interpreter has it."""
+    import gc
+    import logging
+
+    gc.freeze()  # what the warm interpreter holds lives as long as the job: no collection walks it (gc docs)
     os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     for fd in (1, 2):
-        os.dup2(out.fileno(), fd)
-    out.close()
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    os.chdir(cwd)
+        os.dup2(out_fd, fd)
+    os.close(out_fd)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout, sys.stderr = (_std_stream(fd, unbuffered=bool(env.get("PYTHONUNBUFFERED"))) for fd in (1, 2))
+    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.set_wakeup_fd(-1)
+    warnings.resetwarnings()
+    for action, category, module in reversed(_DEFAULT_WARNING_FILTERS):
+        warnings.filterwarnings(action, category=category, module=module)
+    warnings.showwarning = _show_warning
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # a test runner's capture handlers: a fresh interpreter has none
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.disable(logging.NOTSET)
+    for logger in [root, *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):  # libraries' own handlers write to the job's log
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr
+    if "tqdm.std" in sys.modules:
+        _fresh_progress_bars(sys.modules["tqdm.std"])
     os.environ.clear()
     os.environ.update(env)
-    if "huggingface_hub.constants" in sys.modules:  # preloaded: it read HF_HOME at import, re-point its caches
+    if "huggingface_hub.constants" in sys.modules:  # imported: it read HF_HOME at import, re-point its caches
         constants = sys.modules["huggingface_hub.constants"]
         home = env.get("HF_HOME", "")
-        for name, sub in (("HF_HOME", ""), ("HF_HUB_CACHE", "hub"), ("HUGGINGFACE_HUB_CACHE", "hub")):
+        for name, sub in (
+            ("HF_HOME", ""),
+            ("HF_HUB_CACHE", "hub"),
+            ("HUGGINGFACE_HUB_CACHE", "hub"),
+            ("HF_ASSETS_CACHE", "assets"),
+            ("HF_XET_CACHE", "xet"),
+        ):
             if hasattr(constants, name):
                 setattr(constants, name, os.path.join(home, sub) if sub else home)
         for name in ("HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH"):
             if hasattr(constants, name):
                 setattr(constants, name, os.path.join(home, name.lower()))
-    args = argv[1:]
-    if args[:1] == ["-m"]:
-        sys.argv = [args[1], *args[2:]]
-        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-    elif args[:1] == ["-c"]:
-        sys.argv = ["-c", *args[2:]]
-        exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
-    else:
-        sys.argv = args
-        sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))
-        runpy.run_path(args[0], run_name="__main__")
+    if "torch" in sys.modules:  # imported: it read OMP_NUM_THREADS at import
+        threads = env.get("OMP_NUM_THREADS", "")
+        sys.modules["torch"].set_num_threads(int(threads) if threads.isdigit() else os.cpu_count() or 1)
+
+
+def _run_python(argv: list[str], cwd: str, env: dict[str, str], out_fd: int) -> int:
+    """Run ``python ARGS`` in this forked process as a fresh interpreter would; returns the exit code."""
+    import runpy
+    import traceback
+
+    code = 0
+    try:
+        _as_fresh_interpreter(env, out_fd)
+        os.chdir(cwd)
+        args = argv[1:]
+        if args[:1] == ["-m"]:
+            sys.argv = [args[1], *args[2:]]
+            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        elif args[:1] == ["-c"]:
+            sys.argv = ["-c", *args[2:]]
+            exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            sys.argv = args
+            sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))
+            runpy.run_path(args[0], run_name="__main__")
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    for thread in threading.enumerate():  # as the interpreter does at exit: wait for non-daemon threads
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    return code
+
+
+def _zygote_serve(sock: socket.socket) -> None:
+    """The warm interpreter's loop: fork a job per request, answer its pid, report each exit; end with the parent."""
+    import selectors
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the test run; this ends when it does
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is sock:
+                msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+                if not msg:
+                    return
+                argv, cwd, env = pickle.loads(msg)
+                pid = os.fork()
+                if pid == 0:
+                    selector.close()
+                    sock.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    os._exit(_run_python(argv, cwd, env, fds[0]))
+                os.close(fds[0])
+                sock.send(pickle.dumps(("pid", pid)))
+            else:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 512):
+                        pass
+                while True:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    sock.send(pickle.dumps(("exit", pid, os.waitstatus_to_exitcode(status))))
+
+
+class _Zygote:
+    """The warm interpreter: a fork of this process, taken when nothing runs yet (no request in flight, no job),
+    that forks every Python job. Jobs are not forked from this process directly: its other threads (the HTTP server,
+    the job runners) could hold locks at that moment, and a fork copies them held."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._lock = threading.Lock()
+        self._pids: queue.Queue[int] = queue.Queue()
+        self._exits: dict[int, int] = {}
+        self._exited = threading.Condition()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                self._sock.close()
+                _zygote_serve(child)
+            finally:
+                os._exit(0)
+        child.close()
+        threading.Thread(target=self._read, name="hub-double-zygote", daemon=True).start()
+
+    def close(self) -> None:
+        """End the warm interpreter (it exits when its socket closes)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the reader too, which close() alone would not
+        self._sock.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            self._loop()
+
+    def _loop(self) -> None:
+        while msg := self._sock.recv(1 << 16):
+            kind, *rest = pickle.loads(msg)
+            if kind == "pid":
+                self._pids.put(rest[0])
+            else:
+                with self._exited:
+                    self._exits[rest[0]] = rest[1]
+                    self._exited.notify_all()
+
+    def spawn(self, argv: list[str], cwd: Path, env: dict[str, str], out_fd: int) -> int:
+        with self._lock:
+            socket.send_fds(self._sock, [pickle.dumps((argv, str(cwd), env))], [out_fd])
+            return self._pids.get(timeout=60)
+
+    def exitcode(self, pid: int, timeout: float | None = 0) -> int | None:
+        with self._exited:
+            self._exited.wait_for(lambda: pid in self._exits, timeout)
+            return self._exits.get(pid)
 
 
 class _WarmProcess:
     """The part of `subprocess.Popen` the job runner uses, for a process forked from the warm interpreter."""
 
-    def __init__(self, ctx: Any, argv: list[str], cwd: Path, env: dict[str, str]):
-        reader, writer = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=_warm_main, args=(argv, str(cwd), env, writer), daemon=True)
-        self._process.start()
-        writer.close()
-        self.pid = self._process.pid
-        self.stdout = open(os.dup(reader.fileno()), "rb")  # noqa: SIM115
-        reader.close()
+    def __init__(self, zygote: _Zygote, argv: list[str], cwd: Path, env: dict[str, str]):
+        reader, writer = os.pipe()
+        try:
+            self.pid = zygote.spawn(argv, cwd, env, writer)
+        finally:
+            os.close(writer)
+        self._zygote = zygote
+        self.stdout = open(reader, "rb")  # noqa: SIM115
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        return self._zygote.exitcode(self.pid)
 
     def wait(self) -> int:
-        self._process.join()
-        return self._process.exitcode
+        code = self._zygote.exitcode(self.pid, timeout=None)
+        assert code is not None
+        return code
 
 
 class JobManager:
@@ -714,15 +938,18 @@ class JobManager:
         self.grace_s = 5.0  # SIGTERM -> SIGKILL delay for cancel and timeout
         self.scheduling_delay_s = 0.0
         self.extra_env: dict[str, str] = {}  # added to every job's environment (before the job's own env)
-        self._warm: Any = None  # a multiprocessing forkserver context, once warm_python() was called
+        self._warm: _Zygote | None = None  # the warm interpreter, once warm_python() was called
 
     def warm_python(self, preload: Iterable[str]) -> None:
-        """Fork Python jobs from a server that imported `preload` (once per process: the forkserver is global)."""
-        import multiprocessing
+        """Fork Python jobs from a warm interpreter: this process, once it has imported `preload`, forked now. It
+        lasts until `close` (the double's `reset` and `stop` call it)."""
+        import importlib
 
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(list(preload))
-        self._warm = ctx
+        for name in preload:
+            importlib.import_module(name)
+        if self._warm is not None:
+            self._warm.close()
+        self._warm = _Zygote()
 
     def _popen(self, job: Job, argv: list[str]) -> Any:
         python = argv[0] == sys.executable and len(argv) > 1
@@ -884,6 +1111,13 @@ class JobManager:
             if job.thread:
                 job.thread.join(timeout=10)
 
+    def close(self) -> None:
+        """Kill every job and end the warm interpreter."""
+        self.kill_all()
+        if self._warm is not None:
+            self._warm.close()
+            self._warm = None
+
     def info(self, job: Job) -> dict:
         """JobInfo as the client parses it. Never a top-level `endpoint` key: the client passes its own."""
         spec, now = job.spec, time.monotonic()
@@ -957,7 +1191,7 @@ class HubDouble:
         return self
 
     def stop(self) -> None:
-        self.jobs.kill_all()
+        self.jobs.close()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread = None
@@ -966,7 +1200,7 @@ class HubDouble:
     def reset(self, root: str | Path | None = None) -> None:
         """Forget everything (repos, jobs, faults, users, request log) and store new data under `root`."""
         if getattr(self, "jobs", None):
-            self.jobs.kill_all()
+            self.jobs.close()
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="hub-double-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = RepoStore(self.root)
@@ -983,11 +1217,18 @@ class HubDouble:
         self.token = self.add_user(self.user, orgs=(self.org,), token="hf_double_write_token")
         self.read_token = self.add_user("reader", role="read", token="hf_double_read_token")
 
-    def add_user(self, name: str, *, orgs: Iterable[str] = (), role: str = "write", token: str | None = None) -> str:
-        """Register a user (and its token); returns the token."""
+    def add_user(
+        self, name: str, *, orgs: Iterable[str] = (), role: str = "write", token: str | None = None, pro: bool = False
+    ) -> str:
+        """Register a user (and its token); returns the token. Another token for the same name is another
+        credential of that user (a read token beside a write token)."""
         token = token or f"hf_{name}_{_new_id()}"
-        self.accounts[token] = Account(name, token, role, tuple(orgs))
+        self.accounts[token] = Account(name, token, role, tuple(orgs), pro)
         return token
+
+    def requests_by(self, user: str | None) -> list[RequestRecord]:
+        """The requests that sent a token of ``user`` (None: those that sent no token)."""
+        return [r for r in list(self.requests) if r.user == user]
 
     # ----------------------------------------------------------------------------------------- test helpers
 
@@ -1130,6 +1371,10 @@ class HubDouble:
         self.requests.append(record)  # logged before answering: counts are complete once the client has returned
         try:
             req = Request(h.command, raw_path, parse_qs(query, keep_blank_values=True), h.headers, _read_body(h))
+            auth = h.headers.get("Authorization")
+            if auth:
+                known = self.accounts.get(auth.removeprefix("Bearer ").strip())
+                record.user = known.name if known else "<invalid>"
             latency, fault = self._take_faults(req)
             if latency:
                 record.fault = f"latency {latency}s"
@@ -1274,8 +1519,9 @@ class HubDouble:
                 "fullname": acct.name.title(),
                 "email": f"{acct.name}@example.com",
                 "emailVerified": True,
-                "isPro": False,
-                "canPay": False,
+                "isPro": acct.pro,
+                "canPay": acct.pro,
+                "avatarUrl": f"{self.url}/avatars/{acct.name}.png",
                 "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "admin"} for org in acct.orgs],
                 "auth": {"type": "access_token", "accessToken": {"displayName": "hub-double", "role": acct.role}},
             }

@@ -25,7 +25,16 @@ import yaml
 from .. import __version__, hub
 from ..errors import CardError, RecipeError
 from ..models import hub_id_of
-from ..names import hub_url, is_repo_id, license_for, namespace_override, rerun_command, space_host, with_namespace
+from ..names import (
+    STUDIO_SPACE,
+    hub_url,
+    is_repo_id,
+    license_for,
+    namespace_override,
+    rerun_command,
+    space_host,
+    with_namespace,
+)
 from ..paths import adapter_dir, find_project_file
 from ..prompts import COMPARISON_PROMPTS
 from ..recipe import GENERAL_CHAT, VIRTUAL_TOKEN_METHODS, Recipe, build, find_recipe, load_parent, load_recipe
@@ -601,6 +610,8 @@ def model_card(
         "data_section": data_section(meta),
         "usage": usage_snippet(repo, base, parents),
         "embed": embed_snippet(space),
+        "studio": with_namespace(STUDIO_SPACE, namespace),
+        "studio_url": hub_url(with_namespace(STUDIO_SPACE, namespace), "space"),
         "rerun": rerun_command(repo, recipe.job.flavor, recipe.job.timeout) if repo else None,
         "lorallama_version": __version__,
     }

@@ -7,8 +7,11 @@
     HF_NAMESPACE=you lorallama sync           # into your own namespace (a fork)
 
 Spaces: each ``spaces/<slug>/`` goes to its Space (the recipe's ``hub.space``, else ``<namespace>/<slug>``) with the
-part of the package its app imports vendored in as ``lorallama/`` (serving and the ground modules, never training,
-publishing or the command line), so a duplicated Space runs unchanged.
+part of the package its app imports vendored in as ``lorallama/`` (serving and the ground modules for a chat Space,
+never training, publishing or the command line), so a duplicated Space runs unchanged. A Space whose app launches
+training jobs (``spaces/studio``: its app reaches ``training/jobs.py``) also gets what a job bundle takes, laid out
+as in the checkout: ``train_jobs/`` (the job and watcher scripts, the recipes and their data), the throughput table
+and the lorallama wheel in ``dist/``, built here the same way each time.
 The repo is created (sdk gradio) when missing, files removed here are deleted there, and unchanged files are skipped
 by comparing git blob ids (sha256 for LFS files) with the Space's file tree. One commit per Space, none when nothing
 changed.
@@ -49,6 +52,7 @@ KEEP_REMOTE = {".gitattributes"}  # the Hub writes it when it creates a repo
 SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
 TEXT_SUFFIXES = {".md", ".py", ".txt", ".yaml", ".yml", ".json", ".toml", ".html", ".css", ".js"}
 ALL = "all"
+STUDIO = "studio"  # spaces/studio: the Space where visitors fine-tune their own model (spaces link to it)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -93,6 +97,7 @@ def repo_mapping(recipes: dict, namespace: str | None) -> dict[str, str]:
 
     ids = [r for rec in recipes.values() for r in (rec.hub.model_repo, rec.hub.space, rec.hub.dataset_repo) if r]
     ids += [d.repo for d in DATASETS.values()]
+    ids.append(f"{default_namespace(recipes, None)}/{STUDIO}")  # every page links to the studio Space
     return {i: with_namespace(i, namespace) for i in ids if with_namespace(i, namespace) != i}
 
 
@@ -171,8 +176,44 @@ def space_files(root: Path, slug: str, recipes: dict | None = None, namespace: s
             files[rel] = _rewrite_ids(files[rel].decode("utf-8"), mapping).encode("utf-8")
     check_space_readme(slug, files["README.md"].decode("utf-8"), files)
     sources = [files[rel].decode("utf-8") for rel in files if rel.endswith(".py")]
-    for rel, path in space_package_files(package_dir(root), sources).items():
+    vendored = space_package_files(package_dir(root), sources)
+    for rel, path in vendored.items():
         files[rel] = path.read_bytes()
+    if "lorallama/training/jobs.py" in vendored:
+        for rel, data in job_files(root, mapping).items():
+            if rel in files:
+                raise SyncError(f"spaces/{slug}/{rel} would be overwritten by the job files sync adds: rename it")
+            files[rel] = data
+    return files
+
+
+def job_files(root: Path, mapping: dict[str, str] | None = None) -> dict[str, bytes]:
+    """What a Space that launches jobs needs beside its vendored package, at the checkout's paths: the job and
+    watcher scripts and every recipe with its data (``train_jobs/``; a fork's repo ids rewritten), the throughput
+    table the estimates read, and the lorallama wheel (``dist/``, built reproducibly)."""
+    import tempfile
+
+    from ..names import wheel_name
+    from ..paths import JOB_SCRIPTS, RECIPES, WHEELS
+    from ..training import estimate, jobs
+
+    files: dict[str, bytes] = {}
+    recipes = root / RECIPES
+    for name in JOB_SCRIPTS:
+        if not (recipes / name).is_file():
+            raise SyncError(f"{RECIPES}/{name} is missing: a Space that launches jobs uploads it into each model repo")
+        files[f"{RECIPES}/{name}"] = (recipes / name).read_bytes()
+    for rel, path in _walk(recipes):
+        if rel.endswith((".yaml", ".yml")) or rel.startswith("data/"):
+            data = path.read_bytes()
+            if mapping and rel.endswith((".yaml", ".yml")):
+                data = _rewrite_ids(data.decode("utf-8"), mapping).encode("utf-8")
+            files[f"{RECIPES}/{rel}"] = data
+    table = root / estimate.TABLE
+    if table.is_file():
+        files[estimate.TABLE] = table.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        files[f"{WHEELS}/{wheel_name()}"] = jobs.build_wheel(Path(tmp)).read_bytes()
     return files
 
 
@@ -381,6 +422,8 @@ class Selection:
             elif parts[0] == "train_jobs" and path.endswith((".yaml", ".yml")):
                 sel.add("spaces", ALL)  # a recipe names the repos a Space's files are rewritten to
                 sel.add("models", ALL)  # and the repos other cards link to
+            elif parts[0] == "train_jobs" or path == "bench/throughput_table.json":
+                sel.add("spaces", STUDIO)  # the job files the studio Space carries
             elif parts[0] == cards.MODEL_CARDS:
                 sel.add("models", Path(parts[1]).stem if len(parts) == 2 and parts[1].endswith(".md") else ALL)
             elif parts[0] == cards.DATASET_CARDS:

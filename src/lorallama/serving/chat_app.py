@@ -85,6 +85,11 @@ def _header(config: ChatConfig, feedback_note: str, missing: list[str] | None = 
         facts.append(f"- **Fine-tuned on:** {describe(config.dataset, 'dataset')}")
     if config.model_card and is_repo_id(config.model_card) and not missing:
         facts.append(f"- **Model card:** [{config.model_card}]({hub_url(config.model_card)})")
+    if config.studio and is_repo_id(config.studio):
+        facts.append(
+            f"- **Fine-tune your own:** [{config.studio}]({hub_url(config.studio, 'space')}): your data, as a Job in "
+            "your namespace, with your own chat Space at the end"
+        )
     lines.append("\n".join(facts))
     if missing:
         lines.append(base_only_note(config, missing))

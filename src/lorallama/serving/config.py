@@ -10,6 +10,7 @@ them, so a duplicated Space runs unchanged and is repointed at another adapter f
     LORALLAMA_DATASET           the training data named in the header
     LORALLAMA_SYSTEM_PROMPT     the default system prompt
     LORALLAMA_FEEDBACK_DATASET  a dataset repo: likes, dislikes and edited answers are appended to it (unset: off)
+    LORALLAMA_STUDIO            the studio Space the page links to ("Fine-tune your own"; "none": no link)
     LORALLAMA_OFFLINE=1         no Hub: the bundled SmolLM2-135M-Instruct with the demo adapter (runs/demo/adapter,
                                 or LORALLAMA_DEMO_ADAPTER) when there is one. For your own machine only: refused in
                                 a Space (SPACE_ID set), which does not install the bundled model
@@ -29,7 +30,7 @@ from typing import Any
 
 from .. import models
 from ..errors import SpaceError
-from ..names import hub_url, is_repo_id
+from ..names import STUDIO_SPACE, hub_url, is_repo_id
 from .chat import DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_MESSAGE_CHARS
 
 BUNDLED_BASE = f"{models.BUNDLED_PREFIX}smollm2-135m-instruct"
@@ -52,12 +53,12 @@ def demo_adapter(environ: Mapping[str, str] | None = None) -> str | None:
     return str(path) if (path / "adapter_config.json").is_file() else None
 
 
-def _from_environ(cls, defaults: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """``defaults`` with every ``LORALLAMA_<FIELD>`` present in ``environ`` applied (typed by the field)."""
+def from_environ(cls, defaults: dict[str, Any], environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[str, Any]:
+    """``defaults`` with every ``<prefix><FIELD>`` present in ``environ`` applied (typed by the dataclass field)."""
     hints = typing.get_type_hints(cls)
     values = dict(defaults)
     for f in dataclasses.fields(cls):
-        raw = environ.get(ENV_PREFIX + f.name.upper())
+        raw = environ.get(prefix + f.name.upper())
         if raw is None:
             continue
         hint = str(hints[f.name])
@@ -75,7 +76,7 @@ def _from_environ(cls, defaults: dict[str, Any], environ: Mapping[str, str]) -> 
             else:
                 values[f.name] = raw
         except ValueError:
-            raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not valid: it must be {hint}") from None
+            raise ValueError(f"{prefix}{f.name.upper()}={raw!r} is not valid: it must be {hint}") from None
     return values
 
 
@@ -127,6 +128,8 @@ class ChatConfig:
     description: str | None = None
     model_card: str | None = None
     """A Hub model repo whose card the header links to (default: the adapter, when it is a Hub repo)."""
+    studio: str | None = STUDIO_SPACE
+    """The studio Space the header links to ("Fine-tune your own"); "none" leaves the link out."""
     system_prompt: str = ""
     feedback_dataset: str | None = None
     offline: bool = False
@@ -149,7 +152,7 @@ class ChatConfig:
             values.update(
                 offline=True, base=BUNDLED_BASE, adapter=demo_adapter(environ), base_adapters=[], model_card=None
             )
-        config = cls(**_from_environ(cls, values, environ))
+        config = cls(**from_environ(cls, values, environ))
         if config.model_card is None and is_repo_id(config.adapter):
             config.model_card = config.adapter
         return config
@@ -235,7 +238,7 @@ class CompareConfig:
             if raw is not None:
                 columns[label] = [] if _none_word(raw) is None else [s.strip() for s in raw.split(",") if s.strip()]
                 notes.pop(label, None)
-        values = _from_environ(cls, values, environ)
+        values = from_environ(cls, values, environ)
         values.pop("columns", None)
         values.pop("notes", None)
         return cls(columns=columns, notes=notes, **values)

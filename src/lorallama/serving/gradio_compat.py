@@ -7,6 +7,11 @@
   textbox alone. Whether a message fits depends on the system prompt and the answer length too, so the submit
   event that runs the validator (``_clear_and_save_textbox``) is given the chat's additional inputs as well.
 
+- Gradio's OAuth support keeps a signed-in visitor in the session cookie as ``oauth_info`` (the OAuth token
+  response plus ``userinfo``) and builds ``gr.OAuthProfile`` and ``gr.OAuthToken`` from it. The studio, served
+  outside a Space, signs a visitor in with a token instead of the Hub's OAuth (``studio/signin.py``): it writes that
+  entry, shaped by ``oauth_session``, so every event receives the visitor as it would in a Space.
+
 tests/test_gradio_compat.py fails loudly when Gradio renames or reshapes any of these.
 """
 
@@ -18,6 +23,25 @@ from gradio.context import get_blocks_context
 from ..conversations import text_of
 
 PRIVATE_HOOKS = ("_edit_message", "_stream_fn", "_setup_events", "_clear_and_save_textbox")
+OAUTH_SESSION_KEY = "oauth_info"  # where gradio.oauth keeps the signed-in visitor in the session
+
+
+def oauth_session(token: str, scope: str, expires_at: int, user: dict) -> dict:
+    """The session entry Gradio's OAuth callback stores for a signed-in visitor (``user``: a ``whoami`` answer)."""
+    name = user["name"]
+    return {
+        "access_token": token,
+        "token_type": "bearer",
+        "scope": scope,
+        "expires_at": expires_at,
+        "userinfo": {
+            "sub": user.get("id", name),
+            "name": user.get("fullname") or name,
+            "preferred_username": name,
+            "profile": f"https://huggingface.co/{name}",
+            "picture": user.get("avatarUrl", ""),
+        },
+    }
 
 
 class ChatInterface(gr.ChatInterface):

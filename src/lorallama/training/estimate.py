@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..paths import checkout_root
+from ..paths import job_files_root
 from ..recipe import Recipe, parse_duration
 
 TABLE = "bench/throughput_table.json"
@@ -111,9 +111,10 @@ FALLBACK = {"unsloth-varlen": "unsloth-segments", "transformers-varlen": "transf
 
 
 def load_table(path: Path | None = None) -> dict:
-    """The throughput table (``bench/throughput_table.json`` in the checkout); an empty one without a checkout."""
+    """The throughput table (``bench/throughput_table.json`` in the checkout, or beside the vendored package of a
+    Space that launches jobs); an empty one without either."""
     if path is None:
-        root = checkout_root()
+        root = job_files_root()
         path = root / TABLE if root is not None else None
     if path is None or not Path(path).is_file():
         return {"rows": []}

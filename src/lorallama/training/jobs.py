@@ -5,15 +5,21 @@
     lorallama jobs logs <job-id> --follow
     lorallama jobs cancel <job-id>
 
-A job depends on the Hub alone: the model repo receives ``train.py`` (a PEP 723 script) and ``job/`` holding the
+A job depends on the Hub alone: the model repo receives ``train.py`` (a PEP 723 script), ``watch.py`` (the watcher
+a small CPU job runs to relaunch training until the run is done, ``launch_watcher``) and ``job/`` holding the
 recipe, the lorallama wheel and any local data files. HF_TOKEN travels as a job secret, never as an argument. With
 ``job.checkpoint_volume`` a Storage Bucket is mounted read-write at ``/checkpoints`` and the run's output folder lives
 there, so a relaunched job finds its local checkpoints.
+
+Every job is labelled ``lorallama=<slug>`` and ``lorallama-repo=<namespace>--<name>`` (its model repo), so the jobs
+of one run are found again by label (``running``), from the repo's name alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,8 +34,8 @@ import yaml
 from .. import hub
 from ..errors import JobError
 from ..names import rerun_command, wheel_name
-from ..paths import RECIPES, checkout_root
-from ..recipe import Recipe, parse_duration
+from ..paths import RECIPES, WHEELS, checkout_root, job_files_root
+from ..recipe import Recipe, build, parse_duration
 from . import evaluation
 from .checkpoint_push import hub_checkpoint
 from .estimate import gpus_of
@@ -37,12 +43,16 @@ from .estimate import gpus_of
 log = logging.getLogger("lorallama")
 
 JOB_SCRIPT = "train.py"  # in the checkout's train_jobs/: the PEP 723 entry point a job runs
+WATCH_SCRIPT = "watch.py"  # in train_jobs/ too: the watcher job's entry point (relaunches until done)
 VOLUME_MOUNT = "/checkpoints"  # where job.checkpoint_volume's bucket is mounted in the job
 TERMINAL = {"COMPLETED", "ERROR", "CANCELED", "DELETED"}
+ACTIVE = ("SCHEDULING", "RUNNING")
+WATCHER_FLAVOR = "cpu-basic"  # the watcher only polls the Hub: the smallest flavor ($0.01/h on the Jobs price list)
+REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01, the earliest zip date: the same source builds the same wheel bytes
 
 
-def _checkout() -> Path:
-    root = checkout_root()
+def _job_files() -> Path:
+    root = job_files_root()
     if root is None:
         raise JobError(
             "launching a job needs the lorallama checkout (it builds the wheel and uploads train_jobs/train.py): "
@@ -51,9 +61,20 @@ def _checkout() -> Path:
     return root
 
 
+def job_script(name: str = JOB_SCRIPT) -> Path:
+    """``train_jobs/<name>`` of the checkout (or of the Space that carries the job files)."""
+    return _job_files() / RECIPES / name
+
+
 def build_wheel(dest: Path) -> Path:
-    """The lorallama wheel the job installs (built from this checkout, no network needed)."""
-    root = _checkout()
+    """The lorallama wheel the job installs: built from this checkout (no network needed, the same bytes for the
+    same source), or the prebuilt one a Space that launches jobs carries in ``dist/``."""
+    root = checkout_root()
+    if root is None:
+        prebuilt = _job_files() / WHEELS / wheel_name()
+        if not prebuilt.is_file():
+            raise JobError(f"no lorallama wheel at {prebuilt}: sync the Space again (lorallama sync builds it)")
+        return Path(shutil.copy(prebuilt, Path(dest) / prebuilt.name))
     subprocess.run(
         [
             sys.executable,
@@ -69,13 +90,15 @@ def build_wheel(dest: Path) -> Path:
         ],
         check=True,
         capture_output=True,
+        env={**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH},
     )
-    return next(dest.glob("lorallama-*.whl"))
+    return next(Path(dest).glob("lorallama-*.whl"))
 
 
 def bundle(recipe: Recipe, workdir: Path) -> dict[str, Path | bytes]:
-    """Files for the model repo: the job script, the recipe (local data paths rewritten), the wheel, local data."""
-    files: dict[str, Path | bytes] = {"train.py": _checkout() / RECIPES / JOB_SCRIPT}
+    """Files for the model repo: the job and watcher scripts, the recipe (local data paths rewritten), the wheel,
+    local data."""
+    files: dict[str, Path | bytes] = {name: job_script(name) for name in (JOB_SCRIPT, WATCH_SCRIPT)}
     raw = recipe.to_dict()
     for spec in (raw["data"], raw["data"].get("replay")):
         if not spec:
@@ -98,30 +121,49 @@ def bundle(recipe: Recipe, workdir: Path) -> dict[str, Path | bytes]:
     return files
 
 
+def repo_label(repo: str) -> str:
+    """A model repo as a label value: ``you/adapter`` → ``you--adapter`` (a repo name never holds ``--``)."""
+    return repo.replace("/", "--")
+
+
+def run_labels(recipe: Recipe, role: str = "train") -> dict[str, str]:
+    """The labels of a run's jobs: its recipe, its model repo, and what the job does (``train`` or ``watch``)."""
+    return {
+        "lorallama": recipe.slug,
+        "lorallama-repo": repo_label(recipe.hub.model_repo or ""),
+        "lorallama-role": role,
+    }
+
+
 def launch(
     recipe: Recipe,
     flavor: str | None = None,
     timeout: str | None = None,
     restart: bool = False,
     labels: dict[str, str] | None = None,
+    *,
+    upload: bool = True,
+    namespace: str | None = None,
 ) -> str:
-    """Upload the job bundle to the model repo and start the job (labelled ``lorallama=<slug>`` and ``labels``);
-    returns its id."""
-    from huggingface_hub import get_token, hf_hub_url
+    """Upload the job bundle to the model repo and start the job (labelled with ``run_labels`` and ``labels``) in
+    ``namespace`` (default: the token's user); returns its id. ``upload=False`` relaunches the bundle the repo
+    already holds (the watcher job, which has no checkout)."""
+    from huggingface_hub import hf_hub_url
 
     repo = recipe.hub.model_repo
     if not repo:
         raise JobError(f"recipe {recipe.slug!r} has no hub.model_repo: the job needs a repo to push checkpoints to")
-    token = get_token()
+    token = hub.token()
     if not token:
         raise JobError("no Hugging Face token: set HF_TOKEN (a write token) in the environment")
     flavor = flavor or recipe.job.flavor
     timeout = timeout or recipe.job.timeout
     seconds = parse_duration(timeout)
-    hub.ensure_repo(repo, private=recipe.hub.private)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = bundle(recipe, Path(tmp))
-        hub.upload_files(repo, files, f"Job bundle for {recipe.slug}: script, recipe, lorallama wheel")
+    if upload:
+        hub.ensure_repo(repo, private=recipe.hub.private)
+        with tempfile.TemporaryDirectory() as tmp:
+            files = bundle(recipe, Path(tmp))
+            hub.upload_files(repo, files, f"Job bundle for {recipe.slug}: script, recipe, lorallama wheel")
     args = ["--repo", repo]
     # Leave the job ten minutes of its time limit to save and push (at least a tenth on short jobs).
     args += ["--time-budget", f"{max(seconds - 600, int(seconds * 0.9))}s"]
@@ -141,8 +183,9 @@ def launch(
             flavor=flavor,
             timeout=seconds,
             secrets={"HF_TOKEN": token},
-            labels={"lorallama": recipe.slug, **(labels or {})},
+            labels={**run_labels(recipe), **(labels or {})},
             volumes=volumes,
+            namespace=namespace,
         ),
         "launching the job",
     )
@@ -240,15 +283,24 @@ def run_until_done(
     poll: float = 5.0,
     on_launch: Callable[[str], None] | None = None,
     on_log: Callable[[str], None] | None = None,
+    *,
+    first_job: str | None = None,
+    upload: bool = True,
+    namespace: str | None = None,
 ) -> list[Attempt]:
     """Launch, watch, and relaunch after errors, timeouts or preemption until the run on the Hub is finished.
 
-    A job canceled by a person is not relaunched. Attempts are bounded; waits between them grow.
+    A job canceled by a person is not relaunched. Attempts are bounded; waits between them grow. With
+    ``first_job`` the first attempt is that job, already running, instead of a new launch (the watcher job);
+    ``upload=False`` relaunches the bundle the repo holds.
     """
     attempts: list[Attempt] = []
     repo = recipe.hub.model_repo
     for n in range(1, max_attempts + 1):
-        job_id = launch(recipe, flavor, timeout)
+        if n == 1 and first_job:
+            job_id = first_job
+        else:
+            job_id = launch(recipe, flavor, timeout, upload=upload, namespace=namespace)
         if on_launch:
             on_launch(job_id)
         current, message = wait(job_id, poll=poll, on_log=on_log)
@@ -273,10 +325,109 @@ def run_until_done(
     )
 
 
-def logs(job_id: str, follow: bool = False):
-    """The job's log lines (streamed until it ends with ``follow``)."""
+def recipe_in_repo(repo: str) -> Recipe:
+    """The recipe a model repo's job bundle holds (``job/recipe.yaml``), aimed at that repo."""
+    raw = hub.read_file(repo, "job/recipe.yaml")
+    if raw is None:
+        raise JobError(f"{repo} holds no job/recipe.yaml: launch the run first (lorallama jobs run <recipe>)")
+    data = yaml.safe_load(raw) or {}
+    data.setdefault("hub", {})["model_repo"] = repo
+    return build(Recipe, data, "")
+
+
+def watch(
+    repo: str,
+    first_job: str | None = None,
+    flavor: str | None = None,
+    timeout: str | None = None,
+    max_attempts: int = 5,
+    backoff: float = 30.0,
+    namespace: str | None = None,
+) -> list[Attempt]:
+    """Relaunch the job bundle ``repo`` holds until its run is done, watching ``first_job`` first: what the
+    watcher job runs (``train_jobs/watch.py``), with the run owner's token as its HF_TOKEN secret."""
+    recipe = recipe_in_repo(repo)
+
+    def on_launch(job_id: str) -> None:
+        log.info("watching job %s of %s", job_id, repo)
+
+    return run_until_done(
+        recipe,
+        flavor,
+        timeout,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        on_launch=on_launch,
+        first_job=first_job,
+        upload=False,
+        namespace=namespace,
+    )
+
+
+def launch_watcher(
+    recipe: Recipe,
+    first_job: str,
+    flavor: str | None = None,
+    timeout: str | None = None,
+    max_attempts: int = 5,
+    backoff: float = 30.0,
+    namespace: str | None = None,
+) -> str:
+    """Start the watcher: a ``cpu-basic`` job that runs ``watch`` on the repo (``train_jobs/watch.py`` from the
+    repo's bundle), so relaunching until done needs neither this process nor a browser. The token goes as its
+    HF_TOKEN secret; its time limit covers every attempt it may make. Returns its id."""
+    from huggingface_hub import hf_hub_url
+
+    repo = recipe.hub.model_repo
+    token = hub.token()
+    if not repo or not token:
+        raise JobError("the watcher needs the run's model repo and a token that can launch jobs")
+    flavor = flavor or recipe.job.flavor
+    timeout = timeout or recipe.job.timeout
+    per_attempt = parse_duration(timeout) + backoff * 2 ** (max_attempts - 1) + 15 * 60
+    args = ["--repo", repo, "--job", first_job, "--flavor", flavor, "--timeout", timeout]
+    args += ["--max-attempts", str(max_attempts), "--backoff", f"{backoff:g}"]
+    if namespace:
+        args += ["--namespace", namespace]
+    job = hub.with_retries(
+        lambda: hub.api().run_uv_job(
+            script=hf_hub_url(repo, WATCH_SCRIPT),
+            script_args=args,
+            flavor=WATCHER_FLAVOR,
+            timeout=int(per_attempt * max_attempts),
+            secrets={"HF_TOKEN": token},
+            labels=run_labels(recipe, "watch"),
+            namespace=namespace,
+        ),
+        "launching the watcher job",
+    )
+    log.info("watcher job %s launched on %s for %s", job.id, WATCHER_FLAVOR, repo)
+    return job.id
+
+
+def running(repo: str, namespace: str | None = None) -> list:
+    """The jobs of ``repo``'s run that are scheduling or running (found by its ``lorallama-repo`` label)."""
+    return hub.with_retries(
+        lambda: list(
+            hub.api().list_jobs(status=list(ACTIVE), labels={"lorallama-repo": repo_label(repo)}, namespace=namespace)
+        ),
+        f"listing the jobs of {repo}",
+    )
+
+
+def run_jobs(repo: str, namespace: str | None = None) -> list:
+    """Every job of ``repo``'s run, newest first (found by label)."""
+    found = hub.with_retries(
+        lambda: list(hub.api().list_jobs(labels={"lorallama-repo": repo_label(repo)}, namespace=namespace)),
+        f"listing the jobs of {repo}",
+    )
+    return sorted(found, key=lambda j: str(getattr(j, "created_at", "") or ""), reverse=True)
+
+
+def logs(job_id: str, follow: bool = False, namespace: str | None = None, tail: int | None = None):
+    """The job's log lines (streamed until it ends with ``follow``; the last ``tail`` only, when given)."""
     try:
-        yield from hub.api().fetch_job_logs(job_id=job_id, follow=follow)
+        yield from hub.api().fetch_job_logs(job_id=job_id, follow=follow, namespace=namespace, tail=tail)
     except Exception as e:
         if not hub.is_hub_failure(e):
             raise
