@@ -16,35 +16,7 @@ import pytest
 import torch
 
 from lorallama.training import attention
-
-
-def _examples(tiny, n=6):
-    """The project's own tokenisation of real chat rows: input ids and labels on assistant tokens only."""
-    from lorallama import models
-    from lorallama.recipe import load_recipe
-    from lorallama.training import data as data_mod
-    from lorallama.training.chat_templates import training_chat_template
-    from support.recipes import write_recipe
-
-    recipe = load_recipe(str(write_recipe(tiny.parent, tiny)))
-    tokenizer = models.load_tokenizer(str(tiny), None)
-    prepared = data_mod.prepare(recipe, tokenizer, training_chat_template(tokenizer))
-    out = []
-    for row in prepared.train.select(range(n)):
-        labels = [t if m else -100 for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True)]
-        out.append({"input_ids": list(row["input_ids"]), "labels": labels})
-    return out, tokenizer
-
-
-def _packed(examples, pad_id, seq_length):
-    """TRL's own packing (best-fit decreasing) and padding-free collator, as SFTTrainer builds them."""
-    from datasets import Dataset
-    from trl.data_utils import pack_dataset
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    packed = pack_dataset(Dataset.from_list(examples), seq_length, strategy="bfd")
-    rows = [packed[i] for i in range(len(packed))]
-    return DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=True)(rows), len(rows)
+from support.packing import packed_batch, tokenised_examples
 
 
 def _lora_model(tiny, attn):
@@ -89,8 +61,8 @@ def _max_rel(a: dict, b: dict) -> float:
 
 
 def test_packed_batch_trains_like_its_conversations_one_by_one(tiny_chatml):
-    examples, tokenizer = _examples(tiny_chatml)
-    batch, rows = _packed(examples, tokenizer.pad_token_id or 0, seq_length=160)
+    examples, tokenizer = tokenised_examples(tiny_chatml)
+    batch, rows = packed_batch(examples, tokenizer.pad_token_id or 0, seq_length=160)
     assert batch["input_ids"].shape[0] == 1 and rows >= 2  # padding-free: every packed row in one sequence
     starts = int((batch["position_ids"][0] == 0).sum())
     assert starts == len(examples)  # every conversation starts its own count
@@ -111,8 +83,8 @@ def test_packed_batch_trains_like_its_conversations_one_by_one(tiny_chatml):
 
 def test_flex_attention_function_keeps_conversations_apart(tiny_chatml):
     """The registered FlexAttention function, through the model, on CPU (forward: FlexAttention has no CPU backward)."""
-    examples, tokenizer = _examples(tiny_chatml, n=4)
-    batch, _ = _packed(examples, tokenizer.pad_token_id or 0, seq_length=160)
+    examples, tokenizer = tokenised_examples(tiny_chatml, n=4)
+    batch, _ = packed_batch(examples, tokenizer.pad_token_id or 0, seq_length=160)
     model = _lora_model(tiny_chatml, attention.NAMES["flex"])
     reference = _lora_model(tiny_chatml, "sdpa")  # the same weights (same seed), SDPA's own kernel
     assert model.config._attn_implementation == "lorallama_flex"

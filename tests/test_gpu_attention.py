@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lorallama.training import attention
+from support.packing import packed_batch, tokenised_examples
 
 pytestmark = [
     pytest.mark.gpu,
@@ -87,34 +88,6 @@ def _small_llama(tmp_path):
     return make_tiny_llama(tmp_path / "llama", "chatml", hidden=256, layers=2)  # head_dim 64, 4 / 2 heads
 
 
-def _examples(tiny, n=8):
-    from lorallama import models
-    from lorallama.recipe import load_recipe
-    from lorallama.training import data as data_mod
-    from lorallama.training.chat_templates import training_chat_template
-    from support.recipes import write_recipe
-
-    recipe = load_recipe(str(write_recipe(tiny.parent, tiny)))
-    tokenizer = models.load_tokenizer(str(tiny), None)
-    prepared = data_mod.prepare(recipe, tokenizer, training_chat_template(tokenizer))
-    out = []
-    for row in prepared.train.select(range(n)):
-        labels = [t if m else -100 for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True)]
-        out.append({"input_ids": list(row["input_ids"]), "labels": labels})
-    return out, tokenizer
-
-
-def _packed(examples, pad_id, seq_length):
-    from datasets import Dataset
-    from trl.data_utils import pack_dataset
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    packed = pack_dataset(Dataset.from_list(examples), seq_length, strategy="bfd")
-    rows = [packed[i] for i in range(len(packed))]
-    batch = DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=True)(rows)
-    return {k: v.cuda() for k, v in batch.items()}
-
-
 def _lora(tiny, attn):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -137,8 +110,9 @@ def _loss_grads(model, batch):
 @pytest.mark.parametrize("kernel", _kernels())
 def test_packed_batch_trains_like_its_conversations_one_by_one(kernel, tmp_path):
     tiny = _small_llama(tmp_path)
-    examples, tokenizer = _examples(tiny)
-    batch = _packed(examples, tokenizer.pad_token_id or 0, seq_length=256)
+    examples, tokenizer = tokenised_examples(tiny, n=8)
+    batch, _ = packed_batch(examples, tokenizer.pad_token_id or 0, seq_length=256)
+    batch = {k: v.cuda() for k, v in batch.items()}
     model = _lora(tiny, attention.NAMES[kernel])
     packed_loss, packed_grads = _loss_grads(model, batch)
 

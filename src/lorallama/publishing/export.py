@@ -148,20 +148,28 @@ def export_merged(
     return report
 
 
-def merged_card(source: models.ModelRef, report: MergeReport, prompts: list[str]) -> str:
-    from huggingface_hub import ModelCard, ModelCardData
+def derived_card_data(source: models.ModelRef, relation: str, library: str, tags: list[str]):
+    """Card metadata of a model made from ``source`` (its base and Hub adapters as ``base_model``)."""
+    from huggingface_hub import ModelCardData
 
     base = models.hub_id_of(source.base)
     adapters = [a for a in [*source.parents, source.adapter] if is_repo_id(a)]
-    data = ModelCardData(
+    return ModelCardData(
         base_model=[base, *adapters] if is_repo_id(base) else adapters or None,
-        base_model_relation="merge",
-        library_name="transformers",
+        base_model_relation=relation,
+        library_name=library,
         pipeline_tag="text-generation",
         license=license_for(base),
         language=["en"],
-        tags=["lorallama", "merged", "lora", "text-generation-inference"],
+        tags=["lorallama", *tags],
     )
+
+
+def merged_card(source: models.ModelRef, report: MergeReport, prompts: list[str]) -> str:
+    from huggingface_hub import ModelCard
+
+    base = models.hub_id_of(source.base)
+    data = derived_card_data(source, "merge", "transformers", ["merged", "lora", "text-generation-inference"])
     same = sum(a == b for a, b in zip(report.written, report.reference, strict=True))
     chain = " + ".join(f"`{x}`" for x in [base, *source.parents, source.adapter])
     body = f"""

@@ -30,10 +30,9 @@ from pathlib import Path
 
 from .. import models
 from ..errors import ExportError
-from ..names import is_repo_id, license_for
 from ..prompts import COMPARISON_PROMPTS
 from . import ollama
-from .export import CHECK_TOKENS, greedy_tokens, locate, require_mergeable
+from .export import CHECK_TOKENS, derived_card_data, greedy_tokens, locate, require_mergeable
 
 log = logging.getLogger("lorallama")
 
@@ -407,19 +406,10 @@ def export_gguf_lora(target: str, output: Path, quant: str = "q8_0", prompts=Non
 
 
 def gguf_card(ref: models.ModelRef, report: GGUFReport, prompts: list[str], repo: str | None = None) -> str:
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     base = models.hub_id_of(ref.base)
-    adapters = [a for a in [*ref.parents, ref.adapter] if is_repo_id(a)]
-    data = ModelCardData(
-        base_model=[base, *adapters] if is_repo_id(base) else adapters or None,
-        base_model_relation="quantized",
-        library_name="gguf",
-        pipeline_tag="text-generation",
-        license=license_for(base),
-        language=["en"],
-        tags=["lorallama", "gguf", "llama.cpp", "ollama"],
-    )
+    data = derived_card_data(ref, "quantized", "gguf", ["gguf", "llama.cpp", "ollama"])
     where = repo or "<this-repo>"
     if any(f.name == "Modelfile" for f in report.files):
         ollama_note = (
