@@ -7,6 +7,8 @@
     python bench/train_throughput.py --configs a,d+profile,q,u,v,d+nogc
     python bench/train_throughput.py --configs a,d+curve,d+unpacked+curve,d+off,v --steps 8 --warmup 3 \
         --loss-steps 200 --table --tag attention     # padding-free attention: the issue's rows, in one run
+    python bench/train_throughput.py --configs d+curve,d+unpacked+curve --loss-steps 200 --concurrent --tag curves
+                                                 # the loss curves alone, both at once on one GPU
     python bench/train_throughput.py --configs k,k+flex --steps 8 --warmup 3 --table --tag transformers
 
 A configuration is NAME[@BATCH][+MOD...]: @BATCH sets the per-device batch; +nogc turns gradient checkpointing
@@ -387,6 +389,30 @@ def compare_curves(ok: dict) -> dict | None:
     }
 
 
+def plot_curves(rows: list[dict], png: Path, title: str) -> None:
+    """Packed and unpacked loss per step, each with its 20-step moving average: equal curves overlap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for row, colour in zip(rows, ("tab:blue", "tab:orange"), strict=False):
+        curve = row["loss_curve"]
+        label = "unpacked" if "unpacked" in row["config"] else "packed (padding-free)"
+        ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.25, linewidth=0.8)
+        ax.plot(range(20, len(curve) + 1), _moving(curve), color=colour, label=f"{label}, 20-step mean")
+    ax.set_ylim(top=min(4.0, ax.get_ylim()[1]))  # the first steps' loss (~12) would flatten the rest
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def write_table(ok: dict, report: dict, tag: str = "") -> None:
     """The measured one-GPU rows into bench/throughput_table.json, replacing older rows of the same path and card."""
     path = ROOT / "bench" / "throughput_table.json"
@@ -409,6 +435,17 @@ def write_table(ok: dict, report: dict, tag: str = "") -> None:
             }
         )
     path.write_text(json.dumps(table, indent=1) + "\n")
+
+
+def _start(cmd: list[str], env: dict, log: Path) -> tuple[subprocess.Popen, Path]:
+    """Output goes to files, not pipes: a child whose pipe fills (progress bars) would wait for a reader forever."""
+    with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
+        return subprocess.Popen(cmd, stdout=out, stderr=err, env=env), log
+
+
+def _finish(proc: subprocess.Popen, log: Path) -> tuple[str, str]:
+    proc.wait()
+    return Path(f"{log}.out").read_text(), Path(f"{log}.err").read_text()
 
 
 def versions() -> dict:
@@ -440,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-steps", type=int, default=200, help="steps of a +curve configuration")
     parser.add_argument("--table", action="store_true", help="write measured rows into bench/throughput_table.json")
     parser.add_argument("--tag", default="", help="suffix of the result file's name, e.g. attention")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="start every configuration at once (loss curves only: the speeds of such a run are not comparable)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration in this process
     args = parser.parse_args(argv)
     shape = SMOKE if args.smoke else LLAMA_1B
@@ -462,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [tok.apply_chat_template([_msg(m) for m in c], tokenize=False) for c in convs[:300]]
     mean = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
     (args.work / "data_stats.json").write_text(json.dumps({"mean_tokens": mean}))
-    results = []
+    jobs = []
     for spec in specs:
         for n in gpus:
             script = [__file__, "--one", spec, "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -477,17 +519,25 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n)]
                 cmd += script
-            label = spec if n == 1 else f"{spec}x{n}gpu"
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                print(f"config {label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}", file=sys.stderr)
-                results.append({"config": label, "error": proc.stderr[-2000:]})
-                continue
-            result = json.loads(line[len("RESULT ") :])
-            result["config"] = label
-            results.append(result)
-            print(json.dumps(result), flush=True)
+            jobs.append((spec if n == 1 else f"{spec}x{n}gpu", cmd, env))
+    if args.concurrent:  # every configuration at once: their losses do not depend on timing, their speeds do
+        running = [(label, _start(cmd, env, args.work / f"log-{i}")) for i, (label, cmd, env) in enumerate(jobs)]
+        finished = [(label, *_finish(*proc)) for label, proc in running]
+    else:
+        finished = [(label, *_finish(*_start(cmd, env, args.work / "log"))) for label, cmd, env in jobs]
+    results = []
+    for label, stdout, stderr in finished:
+        line = next((ln for ln in stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"config {label} failed:\n{stdout[-3000:]}\n{stderr[-5000:]}", file=sys.stderr)
+            results.append({"config": label, "error": stderr[-2000:]})
+            continue
+        result = json.loads(line[len("RESULT ") :])
+        result["config"] = label
+        if args.concurrent:
+            result["concurrent"] = True
+        results.append(result)
+        print(json.dumps(result), flush=True)
     report = {"date": time.strftime("%Y-%m-%d"), "versions": versions(), "results": results}
     ok = {r["config"]: r for r in results if "error" not in r}
     ours = [r for name, r in ok.items() if name[0] in "dq" and r["gpus"] == 1 and (r["peak_gpu_gib"] or 0) <= 6]
@@ -518,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in ok
             if name.split("+")[0] == "d" and "off" not in name and "unpacked" not in name
         }
-    if args.table and not args.smoke:
+    if args.concurrent:
+        report["concurrent"] = "configurations ran at once on one GPU: compare losses, not tokens/s"
+    if args.table and not args.smoke and not args.concurrent:
         write_table(ok, report, args.tag)
     args.out.mkdir(parents=True, exist_ok=True)
     card = (next(iter(ok.values()))["card"] if ok else "unknown").replace(" ", "_")
@@ -526,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     suffix += f"_{args.tag}" if args.tag else ""
     out = args.out / f"train_throughput_{card}{suffix}.json"
     out.write_text(json.dumps(report, indent=1))
+    if curves:
+        rows = [ok[curves["packed"]], ok[curves["unpacked"]]]
+        plot_curves(rows, out.with_suffix(".png"), f"Loss per step, {curves['steps']} steps, {rows[0]['card']}")
     for profile in args.work.glob("profile_*.txt"):
         profile.replace(args.out / profile.name)
     print(f"wrote {out}")

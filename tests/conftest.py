@@ -16,6 +16,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that import Unsloth run after all others: its patches would turn a later transformers-backend test into
+    an Unsloth one (seen on a GPU machine running every ``-m gpu`` file in one process)."""
+    items.sort(key=lambda item: item.get_closest_marker("unsloth") is not None)
+
+
 @pytest.fixture(scope="session")
 def tiny_chatml(tmp_path_factory) -> Path:
     from support.tiny import make_tiny_llama

@@ -108,15 +108,15 @@ def test_a_compiled_program_whose_loader_crashes_costs_a_fallback_not_the_proces
     """Seen on an H200 with torch 2.11 (CUDA 13): aoti_load_package segfaults. The probe child dies instead."""
     import torch._inductor
 
-    def fake_package(exported, package_path):
-        Path(package_path).write_bytes(b"not a real program")
-        return package_path
+    def fake_package(exported, path):
+        Path(path).write_bytes(b"not a real program")
+        return path, {}
 
     def in_process_load(package):
         raise AssertionError("a package that crashed its probe must not be loaded in the serving process")
 
     monkeypatch.setattr(decoding, "export_step", lambda decoder: None)
-    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_package)
+    monkeypatch.setattr(decoding, "build_package", fake_package)
     monkeypatch.setattr(torch._inductor, "aoti_load_package", in_process_load)
     monkeypatch.setattr(decoding, "LOAD_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     monkeypatch.setattr(decoding, "_warned", set())
@@ -126,6 +126,36 @@ def test_a_compiled_program_whose_loader_crashes_costs_a_fallback_not_the_proces
     warnings = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
     assert len(warnings) == 1 and "probe process (exit -11)" in warnings[0]
     assert answers(cm, GREEDY, PROMPTS[:1]) == reference(tiny_chatml, GREEDY, PROMPTS[:1])
+
+
+def test_a_library_that_asks_for_an_executable_stack_loses_the_flag_and_still_loads(tmp_path):
+    """Newer glibc refuses to dlopen such a library; ``spaces.aoti_compile`` clears the flag, and so do we."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    source = tmp_path / "one.c"
+    source.write_text("int one(void) { return 1; }\n")
+    library = tmp_path / "libone.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-z", "execstack", "-o", str(library), str(source)], check=True)
+
+    def executable_stack() -> bool:
+        out = subprocess.run(["readelf", "-lW", str(library)], capture_output=True, text=True, check=True).stdout
+        line = next(ln for ln in out.splitlines() if "GNU_STACK" in ln)
+        return "RWE" in line
+
+    if shutil.which("readelf") is None:
+        pytest.skip("no readelf")
+    assert executable_stack()
+    assert decoding.clear_executable_stack(str(library)) is True
+    assert not executable_stack()
+    assert decoding.clear_executable_stack(str(library)) is False  # already clear: nothing written
+    assert ctypes.CDLL(str(library)).one() == 1
+    source.write_bytes(b"not an ELF file")
+    assert decoding.clear_executable_stack(str(source)) is False
 
 
 def test_mode_choice(monkeypatch):

@@ -20,7 +20,8 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-# Unsloth patches transformers, TRL and PEFT for the whole process when imported: it goes last.
+# Unsloth patches transformers, TRL and PEFT for the whole process when imported: it goes last (conftest moves
+# every test marked ``unsloth``, in any file, behind the rest).
 BACKENDS = [
     pytest.param(
         "transformers",
@@ -31,7 +32,10 @@ BACKENDS = [
     pytest.param(
         "unsloth",
         True,
-        marks=pytest.mark.skipif(importlib.util.find_spec("unsloth") is None, reason="unsloth not installed"),
+        marks=[
+            pytest.mark.unsloth,
+            pytest.mark.skipif(importlib.util.find_spec("unsloth") is None, reason="unsloth not installed"),
+        ],
     ),
 ]
 

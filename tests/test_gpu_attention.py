@@ -158,6 +158,7 @@ def test_trainer_packs_with_the_kernel_on_the_transformers_backend(tmp_path):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
 
 
+@pytest.mark.unsloth
 @pytest.mark.skipif(importlib.util.find_spec("unsloth") is None, reason="unsloth not installed")
 def test_unsloth_packed_path_takes_torch_varlen(tmp_path):
     """The one private hook into Unsloth still exists, is set, and its packed training goes through it."""

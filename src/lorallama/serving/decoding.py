@@ -357,9 +357,67 @@ def compile_ahead(exported):
     import torch
 
     folder = tempfile.mkdtemp(prefix="lorallama-aot-")
-    package = torch._inductor.aoti_compile_and_package(exported, package_path=os.path.join(folder, "step.pt2"))
+    package, weights = build_package(exported, os.path.join(folder, "step.pt2"))
     probe_load(package)
-    return torch._inductor.aoti_load_package(package)
+    compiled = torch._inductor.aoti_load_package(package)
+    # The weights stay the live tensors (as on ZeroGPU): no second copy of the model inside the library.
+    compiled.load_constants(weights, check_full_update=True, user_managed=True)
+    return compiled
+
+
+# As spaces.aoti_compile: weights outside the shared library (a 1B model's would make it > 2 GB).
+OUTSIDE_WEIGHTS = {
+    "aot_inductor.package": True,
+    "aot_inductor.package_constants_in_so": False,
+    "always_keep_tensor_constants": True,
+    "joint_graph_constant_folding": False,
+}
+
+
+def build_package(exported, path: str) -> tuple[str, dict]:
+    """``aoti_compile_and_package``'s two halves, with the library's executable-stack flag cleared between them, as
+    ``spaces.aoti_compile`` does (newer glibc refuses to ``dlopen`` such a library); returns the package and the
+    weights to hand to ``load_constants``."""
+    import torch
+    from torch._inductor.package.package import package_aoti
+
+    options = dict(OUTSIDE_WEIGHTS)
+    if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 10):
+        options["aot_inductor.package_constants_on_disk_format"] = "pickle_weights"
+    else:
+        options["aot_inductor.package_constants_on_disk"] = True
+    args, kwargs = exported.example_inputs
+    artifacts = torch._inductor.aot_compile(exported.module(), args, kwargs, options=options)
+    files = [f for f in artifacts if isinstance(f, str)]
+    for name in files:
+        if name.endswith(".so"):
+            clear_executable_stack(name)
+    package_aoti(path, files)
+    weights = next(a for a in artifacts if not isinstance(a, str))
+    return path, {name: weights.get_weight(name)[0] for name in weights}
+
+
+def clear_executable_stack(path: str) -> bool:
+    """Drop PF_X from an ELF64 library's PT_GNU_STACK header, in place; True when it was set."""
+    import struct
+
+    pt_gnu_stack, pf_x = 0x6474E551, 0x1
+    with open(path, "r+b") as fh:
+        header = fh.read(64)
+        if header[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian, what AOTInductor builds on x86-64 and arm64
+            return False
+        (offset,) = struct.unpack_from("<Q", header, 32)
+        size, count = struct.unpack_from("<HH", header, 54)
+        for index in range(count):
+            fh.seek(offset + index * size)
+            kind, flags = struct.unpack("<II", fh.read(8))
+            if kind == pt_gnu_stack:
+                if not flags & pf_x:
+                    return False
+                fh.seek(offset + index * size + 4)
+                fh.write(struct.pack("<I", flags & ~pf_x))
+                return True
+    return False
 
 
 # A loader that crashes takes its process with it, so it is tried first in a child of its own.
