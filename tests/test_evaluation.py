@@ -25,6 +25,7 @@ GENERAL = [
         ("Say hello.", "Hello! How can I help?"),
     ]
 ]
+REPO = Path(__file__).resolve().parents[1]
 TEXT = (
     "The quick brown fox jumps over the lazy dog. Mount Everest is the tallest mountain on Earth. "
     "Continue the sequence: 1, 1, 2, 3, 5, 8, 13, 21. What is the capital of France? Paris is the capital. "
@@ -59,11 +60,12 @@ def quality_of(adapter: Path) -> dict:
 def quality_run(tmp_path_factory, tiny_chatml) -> Path:
     """A finished tiny chat run with an eval: section (checkpoints at steps 3 and 6): its output folder."""
     tmp_path = tmp_path_factory.mktemp("quality")
-    train(load_recipe(str(quality_recipe(tmp_path, tiny_chatml))), tmp_path / "out", card=adapter_card)
+    recipe = quality_recipe(tmp_path, tiny_chatml, evaluation={"knowledge_probe": "bundled:knowledge-probe"})
+    train(load_recipe(str(recipe), ["eval.knowledge_rows=40"]), tmp_path / "out", card=adapter_card)
     return tmp_path
 
 
-def test_the_base_is_measured_at_step_0_and_every_checkpoint_after(quality_run):
+def test_the_base_is_measured_at_step_0_and_every_checkpoint_after(quality_run, tiny_chatml):
     tmp_path = quality_run
     quality = quality_of(tmp_path / "out/adapter")
     records = quality["records"]
@@ -71,6 +73,16 @@ def test_the_base_is_measured_at_step_0_and_every_checkpoint_after(quality_run):
     for r in records:
         assert r["domain_loss"] > 0 and r["general_loss"] > 0
         assert len(r["answers"]) == len(COMPARISON_PROMPTS) + 1
+        assert 0 <= r["probe_accuracy"] <= 1  # the knowledge probe, at the base and every checkpoint
+    # The base's probe is the adapter switched off: the plain base model's accuracy on the same 40 items.
+    from transformers import AutoModelForCausalLM
+
+    from lorallama.models import load_tokenizer
+    from lorallama.training import knowledge
+
+    items = knowledge.load_items(str(REPO / "train_jobs" / "data" / "knowledge_probe.jsonl"), 40)
+    base = AutoModelForCausalLM.from_pretrained(tiny_chatml)
+    assert records[0]["probe_accuracy"] == round(knowledge.accuracy(base, load_tokenizer(str(tiny_chatml)), items), 4)
     assert quality["prompts"] == [*COMPARISON_PROMPTS, "Name a dog."]
     # Training moved the model: the domain loss at the last checkpoint is not the base's.
     assert records[-1]["domain_loss"] != records[0]["domain_loss"]
@@ -88,12 +100,15 @@ def test_the_card_shows_the_table_the_plot_and_each_kept_checkpoints_answers(qua
     chosen = meta["quality"]["chosen_step"]
     card = (adapter / "README.md").read_text()  # the card the run wrote
     assert "### Checkpoints: domain vs general chat" in card
-    table = card[card.index("| step | epoch | domain loss | general chat loss | chosen |") :].split("\n\n")[0]
+    table = card[card.index("| step | epoch | domain loss | general chat loss |") :].split("\n\n")[0]
     rows = table.splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == ["0 (base)", "3", "6"]
     assert [("**✓**" in r) for r in rows] == [False, chosen == 3, chosen == 6]
     base_general = meta["quality"]["records"][0]["general_loss"]
     assert f"| {base_general:.4f} |" in rows[0]
+    assert "knowledge probe |" in table.splitlines()[0]
+    assert f"| {meta['quality']['records'][0]['probe_accuracy']:.1%} |" in rows[0]
+    assert "forgetting as a second number" in card
     assert f"Published: step {chosen}, by `eval.select: best_domain_within_general: 1.1`" in card
     assert "![Domain vs general chat loss per checkpoint](tradeoff.png)" in card
     answers = card[card.index("#### The prompts, answered by the base and by each kept checkpoint") :]

@@ -333,7 +333,7 @@ def test_sync_builds_the_studio_space_with_what_launching_jobs_needs():
         "bench/throughput_table.json",
     ):
         assert files[path] == (REPO / path).read_bytes(), path
-    assert "train_jobs/data/general_chat.jsonl" in files
+    assert "train_jobs/data/general_chat.jsonl" in files and "train_jobs/data/knowledge_probe.jsonl" in files
     built = next(p for p in files if p.startswith("dist/lorallama-") and p.endswith(".whl"))
     again = sync.space_files(REPO, "studio")[built]
     assert files[built] == again  # the same source builds the same bytes: a second sync uploads nothing new

@@ -367,6 +367,9 @@ class JobSpec:
 GENERAL_CHAT = "bundled:general-chat"
 """The general chat set the project ships (``train_jobs/data/general_chat.jsonl``): varied questions answered by the
 bundled SmolLM2 itself, so its loss measures drift from that base."""
+KNOWLEDGE_PROBE = "bundled:knowledge-probe"
+"""The general-knowledge probe the project ships (``train_jobs/data/knowledge_probe.jsonl``): 333 multiple-choice
+items written for it, scored by log-likelihood."""
 SELECT_RULES = ("best_domain_within_general", "lowest_eval", "last")
 
 
@@ -380,6 +383,11 @@ class EvalSpec:
     general_split: str = "train"
     general_rows: int = 200
     """Conversations of ``general_eval`` used (the first ones)."""
+    knowledge_probe: str | None = None
+    """Multiple-choice items scored by log-likelihood at every evaluation (``bundled:knowledge-probe``: the project's
+    333; or a JSONL file of question/choices/answer); null: off. Its accuracy is forgetting as a second number."""
+    knowledge_rows: int = 333
+    """Items of ``knowledge_probe`` used (the first ones)."""
     prompts: list[str] = field(default_factory=list)
     """Asked greedily at every evaluation, after the three prompts of the original comparison."""
     max_new_tokens: int = 60
@@ -391,6 +399,12 @@ class EvalSpec:
 
     def __post_init__(self) -> None:
         _need(self.general_rows > 0, "eval.general_rows", self.general_rows, "use a positive count, e.g. 200")
+        _need(
+            isinstance(self.knowledge_rows, int) and self.knowledge_rows > 0,
+            "eval.knowledge_rows",
+            self.knowledge_rows,
+            "use a positive count, e.g. 333",
+        )
         _need(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "use a token count, e.g. 60")
         self.select_rule()
         limit = self.stop_if_general_worse_than

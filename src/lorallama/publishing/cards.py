@@ -329,8 +329,10 @@ def quality_table(meta: dict[str, Any]) -> str:
         return f"{r[key]:.4f}" + (f" ({r[key] / base[key]:.2f}×)" if base.get(key) and r["step"] else "")
 
     has_chat = any("chat_loss" in r for r in records)
-    head = "| step | epoch | domain loss | general chat loss |" + (" replay chat loss |" * has_chat) + " chosen |"
-    lines = [head, "|" + " ---: |" * (5 if has_chat else 4) + " :-: |"]
+    has_probe = any("probe_accuracy" in r for r in records)
+    head = "| step | epoch | domain loss | general chat loss |" + (" replay chat loss |" * has_chat)
+    head += " knowledge probe |" * has_probe + " chosen |"
+    lines = [head, "|" + " ---: |" * (4 + has_chat + has_probe) + " :-: |"]
     for r in records:
         cells = [
             "0 (base)" if r["step"] == 0 else str(r["step"]),
@@ -338,6 +340,7 @@ def quality_table(meta: dict[str, Any]) -> str:
             loss(r, "domain_loss"),
             loss(r, "general_loss"),
             *([loss(r, "chat_loss")] if has_chat else []),
+            *([f"{r['probe_accuracy']:.1%}" if "probe_accuracy" in r else "—"] if has_probe else []),
             "**✓**" if r["step"] == quality.get("chosen_step") else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")

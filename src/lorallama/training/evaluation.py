@@ -9,6 +9,8 @@ that saves a checkpoint, just before the save — so each record rides in that c
 - ``chat_loss``: held-out replay rows, when the recipe replays chat;
 - ``general_loss``: ``eval.general_eval``, any chat source (by default the set the project ships: questions answered
   by the bundled base itself, so the loss measures drift from that base), with or without replay;
+- ``probe_accuracy``: with ``eval.knowledge_probe``, the share of multiple-choice items answered right by
+  log-likelihood (``knowledge.py``): forgetting as a second number, not only a loss;
 - ``answers``: greedy replies to the three prompts of the original comparison plus ``eval.prompts``.
 
 Losses come from ``Trainer.evaluate`` (the trainer's own data collator and masks); answers from ``generate`` on the
@@ -26,6 +28,7 @@ from ..paths import RECIPES, find_project_file, recipes_dir
 from ..prompts import COMPARISON_PROMPTS
 from ..recipe import GENERAL_CHAT, Recipe
 from . import data as data_mod
+from . import knowledge
 from .chat_templates import training_chat_template
 
 log = logging.getLogger("lorallama")
@@ -107,7 +110,7 @@ def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int) ->
     return out
 
 
-def quality_callback(trainer, recipe: Recipe, general, guard: float | None):
+def quality_callback(trainer, recipe: Recipe, general, guard: float | None, probe: list | None = None):
     """The ``QualityEval`` callback bound to ``trainer`` (a class built here: transformers loads lazily)."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import ExportableState
@@ -170,6 +173,8 @@ def quality_callback(trainer, recipe: Recipe, general, guard: float | None):
                     for name, key in LOSS_KEYS.items():
                         if f"eval_{name}_loss" in metrics:
                             record[key] = round(float(metrics[f"eval_{name}_loss"]), 5)
+                if state.is_world_process_zero and probe:
+                    record["probe_accuracy"] = round(knowledge.accuracy(model, trainer.processing_class, probe), 4)
                 if state.is_world_process_zero:
                     record["answers"] = greedy_answers(
                         model, trainer.processing_class, self.prompts, recipe.eval.max_new_tokens
@@ -185,6 +190,9 @@ def _losses_text(record: dict[str, Any], base: dict[str, Any] | None = None) -> 
         if key in record:
             ratio = f" ({record[key] / base[key]:.2f}× base)" if base and base.get(key) else ""
             parts.append(f"{key.replace('_', ' ')} {record[key]:.4f}{ratio}")
+    if "probe_accuracy" in record:
+        before = f" (base {base['probe_accuracy']:.1%})" if base and "probe_accuracy" in base else ""
+        parts.append(f"knowledge probe {record['probe_accuracy']:.1%}{before}")
     return ", ".join(parts) or "answers only"
 
 
@@ -193,11 +201,13 @@ def attach(setup, recipe: Recipe):
     if recipe.eval is None:
         return None
     template = training_chat_template(setup.tokenizer) if recipe.trainer.assistant_only_loss else None
+    probe = knowledge.probe_source(recipe)
     callback = quality_callback(
         setup.trainer,
         recipe,
         general_dataset(recipe, setup.tokenizer, template),
         recipe.eval.stop_if_general_worse_than,
+        knowledge.load_items(probe, recipe.eval.knowledge_rows) if probe else None,
     )
     setup.trainer.add_callback(callback)
     return callback

@@ -36,7 +36,7 @@ from ..errors import JobError
 from ..names import rerun_command, wheel_name
 from ..paths import RECIPES, WHEELS, checkout_root, job_files_root
 from ..recipe import Recipe, build, parse_duration
-from . import evaluation
+from . import evaluation, knowledge
 from .checkpoint_push import hub_checkpoint
 from .estimate import gpus_of
 
@@ -115,6 +115,9 @@ def bundle(recipe: Recipe, workdir: Path) -> dict[str, Path | bytes]:
         # The general chat set (the shipped one too: a job has no checkout) travels like the data.
         files[f"job/data/{Path(general).name}"] = Path(general)
         raw["eval"]["general_eval"] = f"data/{Path(general).name}"
+    if recipe.eval is not None and (probe := knowledge.probe_source(recipe)):
+        files[f"job/data/{Path(probe).name}"] = Path(probe)
+        raw["eval"]["knowledge_probe"] = f"data/{Path(probe).name}"
     files["job/recipe.yaml"] = yaml.safe_dump(raw, sort_keys=False).encode()
     wheel = build_wheel(workdir)
     files[f"job/{wheel_name()}"] = wheel
