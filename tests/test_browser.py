@@ -191,7 +191,7 @@ def test_a_refused_message_stays_in_the_box_and_the_chat_carries_on(page, tiny_c
                 system_box.fill(system)
             page.fill(INPUT, text)
             page.locator(INPUT).press("Enter")
-            page.get_by_text(reason).first.wait_for(timeout=30_000)  # an 18,000-character fill is slow on 2 busy cores
+            page.get_by_text(reason).first.wait_for(timeout=60_000)  # an 18,000-character fill is slow on 2 busy cores
             assert input_value(page) == text, kind  # the message (the paste) is kept to fix and send again
             assert page.locator(INPUT).is_editable(), kind
             assert page.locator("button.stop-button").is_hidden(), kind

@@ -42,7 +42,8 @@ def reference_scores(model, sequences):
     for prompt, choice in sequences:
         ids = torch.tensor([prompt + choice])
         with torch.no_grad():
-            logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]
+            logits = model(input_ids=ids).logits[:, -ids.shape[1] :]  # prompt tuning prepends virtual positions
+            logprobs = torch.log_softmax(logits.float(), dim=-1)[0]
         out.append(float(sum(logprobs[len(prompt) + k - 1, t] for k, t in enumerate(choice)) / len(choice)))
     return out
 
@@ -67,6 +68,24 @@ def test_batched_scores_equal_scoring_each_choice_alone(tiny_chatml):
     model.train()
     assert knowledge.accuracy(model, tokenizer, items, batch=7) == right / len(items)
     assert model.training  # put back as found
+
+
+def test_a_prompt_tuned_model_is_scored_on_its_text_positions(tiny_chatml):
+    """Prompt tuning puts its virtual tokens' positions in front of the logits: the scorer must skip them."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_chatml),
+        PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
+    ).eval()
+    tokenizer = load_tokenizer(str(tiny_chatml))
+    encoded = knowledge.encode(knowledge.load_items(str(SHIPPED), rows=4), tokenizer)
+    sequences = [(p, c) for p, choices, _ in encoded for c in choices]
+    assert knowledge.choice_scores(model, sequences, batch=3) == pytest.approx(
+        reference_scores(model, sequences), abs=1e-4
+    )
 
 
 def test_a_question_is_text_to_the_template_never_control_tokens(tiny_chatml):

@@ -10,7 +10,9 @@ the losses at step 0 and at every checkpoint (``eval.knowledge_probe``). The pro
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +106,32 @@ def choice_scores(model, sequences: list[tuple[list[int], list[int]]], batch: in
         for row, (p, c) in enumerate(chunk):
             ids[row, : len(p) + len(c)] = torch.tensor(p + c)
             mask[row, : len(p) + len(c)] = 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1).cpu()
+        with torch.no_grad(), _logits_returned():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        if logits is None or logits.dim() != 3 or logits.shape[1] < width:
+            raise RuntimeError("the knowledge probe needs the model's logits, and this forward returned none")
+        # Prompt tuning prepends its virtual tokens' positions: the text's positions are the last ``width``.
+        logprobs = torch.log_softmax(logits[:, logits.shape[1] - width :].float(), dim=-1).cpu()
         for row, (p, c) in enumerate(chunk):
             # The token at position i is predicted by the logits at i - 1.
             positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
             picked = logprobs[row, positions, torch.tensor(c)]
             scores.append(float(picked.mean()))
     return scores
+
+
+@contextlib.contextmanager
+def _logits_returned():
+    """Unsloth's fast forward leaves logits out unless UNSLOTH_RETURN_LOGITS=1; the probe needs them."""
+    before = os.environ.get("UNSLOTH_RETURN_LOGITS")
+    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
+        else:
+            os.environ["UNSLOTH_RETURN_LOGITS"] = before
 
 
 def accuracy(model, tokenizer, items: list[dict[str, Any]], batch: int = 32) -> float:
