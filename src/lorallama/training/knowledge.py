@@ -10,9 +10,7 @@ the losses at step 0 and at every checkpoint (``eval.knowledge_probe``). The pro
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +104,7 @@ def choice_scores(model, sequences: list[tuple[list[int], list[int]]], batch: in
         for row, (p, c) in enumerate(chunk):
             ids[row, : len(p) + len(c)] = torch.tensor(p + c)
             mask[row, : len(p) + len(c)] = 1
-        with torch.no_grad(), _logits_returned():
+        with torch.no_grad():  # no labels: Unsloth's fused-loss path (which drops logits) stays off
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         if logits is None or logits.dim() != 3 or logits.shape[1] < width:
             raise RuntimeError("the knowledge probe needs the model's logits, and this forward returned none")
@@ -118,20 +116,6 @@ def choice_scores(model, sequences: list[tuple[list[int], list[int]]], batch: in
             picked = logprobs[row, positions, torch.tensor(c)]
             scores.append(float(picked.mean()))
     return scores
-
-
-@contextlib.contextmanager
-def _logits_returned():
-    """Unsloth's fast forward leaves logits out unless UNSLOTH_RETURN_LOGITS=1; the probe needs them."""
-    before = os.environ.get("UNSLOTH_RETURN_LOGITS")
-    os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
-        else:
-            os.environ["UNSLOTH_RETURN_LOGITS"] = before
 
 
 def accuracy(model, tokenizer, items: list[dict[str, Any]], batch: int = 32) -> float:
