@@ -151,10 +151,27 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
                 gr.update(value=values["adapter_name"]),
             )
 
-        def planned(fields, profile, oauth_token):
-            """Who is signed in (or what to grant), and the form's values checked into a plan for them."""
-            visitor = signin.visitor_of(profile, oauth_token)
-            return visitor, form.plan(form.FormInput(*fields), visitor.name, config.recipes)
+        def with_plan(fields, profile, oauth_token, act, unchanged):
+            """The form's values checked into a plan for the signed-in visitor, then ``act(visitor, plan)``; any
+            failure is the refusal message, with the other outputs left as they were. The token never shows."""
+            token = getattr(oauth_token, "token", None)
+            try:
+                visitor = signin.visitor_of(profile, oauth_token)
+                plan = form.plan(form.FormInput(*fields), visitor.name, config.recipes)
+                return tuple(_scrub(out, token) if isinstance(out, str) else out for out in act(visitor, plan))
+            except Exception as e:
+                return _refusal(e, token), *unchanged
+
+        def checked(visitor, plan):
+            result = dataset_check.check(plan, visitor.token, config.sample_rows)
+            checks.put(visitor.name, result)
+            notes = "".join(f"\n- {n}" for n in result.notes)
+            text = f"✅ {result.summary()}. Launch trains into **{plan.repo}** on {plan.flavor}.{notes}"
+            return text, result.report + "\n\n" + result.histogram, result.table
+
+        def launched(visitor, plan):
+            done = launch(plan, checks.get(visitor.name, plan.key), visitor, config.max_attempts, config.backoff)
+            return f"🚀 {done.describe()}", done.repo, done.repo.split("/", 1)[1]
 
         # Gradio hands the visitor's profile and token to parameters annotated with its OAuth types: the form's
         # values come first, by name (``*args`` would hide the annotations).
@@ -163,29 +180,14 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
             profile: gr.OAuthProfile | None, oauth_token: gr.OAuthToken | None,
         ):  # fmt: skip
             fields = (recipe, data, dataset, fmt, messages_field, text_field, split, epochs, lr, rank, flavor, name)
-            token = getattr(oauth_token, "token", None)
-            try:
-                visitor, plan = planned(fields, profile, oauth_token)
-                result = dataset_check.check(plan, visitor.token, config.sample_rows)
-                checks.put(visitor.name, result)
-                notes = "".join(f"\n- {n}" for n in result.notes)
-                text = f"✅ {result.summary()}. Launch trains into **{plan.repo}** on {plan.flavor}.{notes}"
-                return _scrub(text, token), _scrub(result.report + "\n\n" + result.histogram, token), result.table
-            except Exception as e:
-                return _refusal(e, token), "", ""
+            return with_plan(fields, profile, oauth_token, checked, ("", ""))
 
         def on_launch(
             recipe, data, dataset, fmt, messages_field, text_field, split, epochs, lr, rank, flavor, name,
             profile: gr.OAuthProfile | None, oauth_token: gr.OAuthToken | None,
         ):  # fmt: skip
             fields = (recipe, data, dataset, fmt, messages_field, text_field, split, epochs, lr, rank, flavor, name)
-            token = getattr(oauth_token, "token", None)
-            try:
-                visitor, plan = planned(fields, profile, oauth_token)
-                done = launch(plan, checks.get(visitor.name, plan.key), visitor, config.max_attempts, config.backoff)
-                return _scrub(f"🚀 {done.describe()}", token), done.repo, done.repo.split("/", 1)[1]
-            except Exception as e:
-                return _refusal(e, token), gr.update(), gr.update()
+            return with_plan(fields, profile, oauth_token, launched, (gr.update(), gr.update()))
 
         def on_refresh(repo: str, profile: gr.OAuthProfile | None, oauth_token: gr.OAuthToken | None):
             repo = (repo or "").strip()
