@@ -82,7 +82,8 @@ def test_the_base_is_measured_at_step_0_and_every_checkpoint_after(quality_run, 
 
     items = knowledge.load_items(str(REPO / "train_jobs" / "data" / "knowledge_probe.jsonl"), 40)
     base = AutoModelForCausalLM.from_pretrained(tiny_chatml)
-    assert records[0]["probe_accuracy"] == round(knowledge.accuracy(base, load_tokenizer(str(tiny_chatml)), items), 4)
+    encoded = knowledge.encode(items, load_tokenizer(str(tiny_chatml)))
+    assert records[0]["probe_accuracy"] == round(knowledge.accuracy(base, encoded), 4)
     assert quality["prompts"] == [*COMPARISON_PROMPTS, "Name a dog."]
     # Training moved the model: the domain loss at the last checkpoint is not the base's.
     assert records[-1]["domain_loss"] != records[0]["domain_loss"]

@@ -66,7 +66,7 @@ def test_batched_scores_equal_scoring_each_choice_alone(tiny_chatml):
         at += len(choices)
         right += mine.index(max(mine)) == answer
     model.train()
-    assert knowledge.accuracy(model, tokenizer, items, batch=7) == right / len(items)
+    assert knowledge.accuracy(model, encoded, batch=7) == right / len(items)
     assert model.training  # put back as found
 
 

@@ -173,9 +173,9 @@ def quality_callback(trainer, recipe: Recipe, general, guard: float | None, prob
                     for name, key in LOSS_KEYS.items():
                         if f"eval_{name}_loss" in metrics:
                             record[key] = round(float(metrics[f"eval_{name}_loss"]), 5)
-                if state.is_world_process_zero and probe:
-                    record["probe_accuracy"] = round(knowledge.accuracy(model, trainer.processing_class, probe), 4)
                 if state.is_world_process_zero:
+                    if probe:
+                        record["probe_accuracy"] = round(knowledge.accuracy(model, probe), 4)
                     record["answers"] = greedy_answers(
                         model, trainer.processing_class, self.prompts, recipe.eval.max_new_tokens
                     )
@@ -207,7 +207,8 @@ def attach(setup, recipe: Recipe):
         recipe,
         general_dataset(recipe, setup.tokenizer, template),
         recipe.eval.stop_if_general_worse_than,
-        knowledge.load_items(probe, recipe.eval.knowledge_rows) if probe else None,
+        # Encoded once here; each evaluation only runs the model.
+        knowledge.encode(knowledge.load_items(probe, recipe.eval.knowledge_rows), setup.tokenizer) if probe else None,
     )
     setup.trainer.add_callback(callback)
     return callback

@@ -109,18 +109,18 @@ def choice_scores(model, sequences: list[tuple[list[int], list[int]]], batch: in
         if logits is None or logits.dim() != 3 or logits.shape[1] < width:
             raise RuntimeError("the knowledge probe needs the model's logits, and this forward returned none")
         # Prompt tuning prepends its virtual tokens' positions: the text's positions are the last ``width``.
-        logprobs = torch.log_softmax(logits[:, logits.shape[1] - width :].float(), dim=-1).cpu()
+        offset = logits.shape[1] - width
         for row, (p, c) in enumerate(chunk):
-            # The token at position i is predicted by the logits at i - 1.
-            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1)
-            picked = logprobs[row, positions, torch.tensor(c)]
+            # The token at position i is predicted by the logits at i - 1: only those rows need a softmax.
+            start_at = offset + len(p) - 1
+            rows = logits[row, start_at : start_at + len(c)].float().log_softmax(dim=-1)
+            picked = rows.gather(-1, torch.tensor(c, device=rows.device)[:, None])
             scores.append(float(picked.mean()))
     return scores
 
 
-def accuracy(model, tokenizer, items: list[dict[str, Any]], batch: int = 32) -> float:
-    """The share of items whose right choice the model scores highest (the model is put back as found)."""
-    encoded = encode(items, tokenizer)
+def accuracy(model, encoded: list[tuple[list[int], list[list[int]], int]], batch: int = 32) -> float:
+    """The share of ``encode``d items whose right choice the model scores highest (the model is put back as found)."""
     sequences = [(prompt, choice) for prompt, choices, _ in encoded for choice in choices]
     was_training = model.training
     model.eval()
