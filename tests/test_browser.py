@@ -188,7 +188,12 @@ def test_a_refused_message_stays_in_the_box_and_the_chat_carries_on(page, tiny_c
             if system is not None:
                 if not system_box.is_visible():
                     page.get_by_text("System prompt and sampling").click()
-                system_box.fill(system)
+                for _ in range(3):  # an accordion still opening can re-render the box and drop a fill
+                    system_box.fill(system)
+                    system_box.blur()  # committed before the message is sent, not raced by it
+                    if system_box.input_value() == system:
+                        break
+                assert system_box.input_value() == system, kind
             page.fill(INPUT, text)
             page.locator(INPUT).press("Enter")
             page.get_by_text(reason).first.wait_for(timeout=60_000)  # an 18,000-character fill is slow on 2 busy cores
