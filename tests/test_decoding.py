@@ -128,34 +128,40 @@ def test_a_compiled_program_whose_loader_crashes_costs_a_fallback_not_the_proces
     assert answers(cm, GREEDY, PROMPTS[:1]) == reference(tiny_chatml, GREEDY, PROMPTS[:1])
 
 
-def test_a_library_that_asks_for_an_executable_stack_loses_the_flag_and_still_loads(tmp_path):
-    """Newer glibc refuses to dlopen such a library; ``spaces.aoti_compile`` clears the flag, and so do we."""
-    import ctypes
-    import shutil
-    import subprocess
+def test_a_compiler_that_links_its_own_cxx_runtime_falls_back_before_loading(
+    tiny_chatml, monkeypatch, caplog, tmp_path
+):
+    """Seen on an H200 host whose CXX linked libstdc++ statically: the loader crashed in std::regex. The library is
+    refused from its headers, with the compiler named and the fix, and the probe process is not even needed."""
+    import torch._inductor
+    from torch._inductor.cpp_builder import get_cpp_compiler
 
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler")
-    source = tmp_path / "one.c"
-    source.write_text("int one(void) { return 1; }\n")
-    library = tmp_path / "libone.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-z", "execstack", "-o", str(library), str(source)], check=True)
+    from support.native import STRING_SOURCE, build_library
 
-    def executable_stack() -> bool:
-        out = subprocess.run(["readelf", "-lW", str(library)], capture_output=True, text=True, check=True).stdout
-        line = next(ln for ln in out.splitlines() if "GNU_STACK" in ln)
-        return "RWE" in line
+    library = build_library(tmp_path, "step", STRING_SOURCE, "-static-libstdc++", "-static-libgcc")
 
-    if shutil.which("readelf") is None:
-        pytest.skip("no readelf")
-    assert executable_stack()
-    assert decoding.clear_executable_stack(str(library)) is True
-    assert not executable_stack()
-    assert decoding.clear_executable_stack(str(library)) is False  # already clear: nothing written
-    assert ctypes.CDLL(str(library)).one() == 1
-    source.write_bytes(b"not an ELF file")
-    assert decoding.clear_executable_stack(str(source)) is False
+    class Exported:
+        example_inputs = ((), {})
+
+        def module(self):
+            return None
+
+    def never(*args):
+        raise AssertionError("a refused library must not be loaded or probed")
+
+    monkeypatch.setattr(decoding, "export_step", lambda decoder: Exported())
+    monkeypatch.setattr(torch._inductor, "aot_compile", lambda *a, **k: [str(library)])
+    monkeypatch.setattr(decoding, "probe_load", never)
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", never)
+    monkeypatch.setattr(decoding, "_warned", set())
+    caplog.set_level(logging.WARNING, "lorallama")
+    cm = fresh(tiny_chatml)
+    assert decoding.prepare(cm, "aot", max_len=128) is None and cm.decoder is None
+    warnings = [r.getMessage() for r in caplog.records if "falls back" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "own copy of the C++ runtime" in warnings[0] and get_cpp_compiler() in warnings[0]
+    assert "set CXX" in warnings[0]
+    assert answers(cm, GREEDY, PROMPTS[:1]) == reference(tiny_chatml, GREEDY, PROMPTS[:1])
 
 
 def test_mode_choice(monkeypatch):

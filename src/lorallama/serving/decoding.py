@@ -32,6 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import elf
+
 log = logging.getLogger("lorallama")
 
 MODES = ("auto", "aot", "compile", "eager", "off")
@@ -376,8 +378,8 @@ OUTSIDE_WEIGHTS = {
 
 def build_package(exported, path: str) -> tuple[str, dict]:
     """``aoti_compile_and_package``'s two halves, with the library's executable-stack flag cleared between them, as
-    ``spaces.aoti_compile`` does (newer glibc refuses to ``dlopen`` such a library); returns the package and the
-    weights to hand to ``load_constants``."""
+    ``spaces.aoti_compile`` does (newer glibc refuses to ``dlopen`` such a library), and a library that carries its
+    own C++ runtime refused; returns the package and the weights to hand to ``load_constants``."""
     import torch
     from torch._inductor.package.package import package_aoti
 
@@ -391,33 +393,19 @@ def build_package(exported, path: str) -> tuple[str, dict]:
     files = [f for f in artifacts if isinstance(f, str)]
     for name in files:
         if name.endswith(".so"):
-            clear_executable_stack(name)
+            elf.clear_executable_stack(name)
+            if elf.carries_own_cxx_runtime(name):
+                from torch._inductor.cpp_builder import get_cpp_compiler
+
+                # Seen on an H200 host whose CXX linked libstdc++ statically: the loader segfaults in std::regex.
+                raise RuntimeError(
+                    f"the ahead-of-time library links its own copy of the C++ runtime, not the shared libstdc++ "
+                    f"torch uses, so loading it would crash: the compiler {get_cpp_compiler()} links libstdc++ "
+                    f"statically; set CXX to one that links it dynamically (the system g++, /usr/bin/g++)"
+                )
     package_aoti(path, files)
     weights = next(a for a in artifacts if not isinstance(a, str))
     return path, {name: weights.get_weight(name)[0] for name in weights}
-
-
-def clear_executable_stack(path: str) -> bool:
-    """Drop PF_X from an ELF64 library's PT_GNU_STACK header, in place; True when it was set."""
-    import struct
-
-    pt_gnu_stack, pf_x = 0x6474E551, 0x1
-    with open(path, "r+b") as fh:
-        header = fh.read(64)
-        if header[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian, what AOTInductor builds on x86-64 and arm64
-            return False
-        (offset,) = struct.unpack_from("<Q", header, 32)
-        size, count = struct.unpack_from("<HH", header, 54)
-        for index in range(count):
-            fh.seek(offset + index * size)
-            kind, flags = struct.unpack("<II", fh.read(8))
-            if kind == pt_gnu_stack:
-                if not flags & pf_x:
-                    return False
-                fh.seek(offset + index * size + 4)
-                fh.write(struct.pack("<I", flags & ~pf_x))
-                return True
-    return False
 
 
 # A loader that crashes takes its process with it, so it is tried first in a child of its own.
@@ -425,8 +413,8 @@ LOAD_PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
 
 
 def probe_load(package: str) -> None:
-    """Raise (so ``prepare`` falls back) unless a child process loads ``package``: torch 2.11's loader was seen to
-    segfault on CUDA 13 (H200) even for a one-op program, which would end the Space instead of one decoding mode."""
+    """Raise (so ``prepare`` falls back) unless a child process loads ``package``: a loader that segfaults (seen for a
+    one-op program, from a compiler ``build_package`` now refuses) would end the Space instead of one decoding mode."""
     import subprocess
     import sys
 
