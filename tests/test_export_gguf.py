@@ -65,6 +65,28 @@ def test_gguf_reads_back_to_the_same_model_and_tokenizer(tmp_path, style, reques
     }
 
 
+def test_a_read_back_parses_the_file_once_and_leaves_the_reader_as_it_was(tmp_path, tiny_chatml, monkeypatch):
+    """transformers opens the file for the config, the tokenizer and the weights; one parse serves them all."""
+    import gguf as gguf_package
+
+    tokenizer = models.load_tokenizer(str(tiny_chatml))
+    path = tmp_path / "tiny.gguf"
+    gguf.write_gguf(base_model(tiny_chatml), tokenizer, path, "f32", "tiny")
+    opened = []
+
+    class Counting(gguf_package.GGUFReader):
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_package, "GGUFReader", Counting)
+    model, loaded_tokenizer = gguf.read_back(path)
+    assert len(opened) == 1 and model.config.vocab_size == len(loaded_tokenizer)
+    assert gguf_package.GGUFReader is Counting  # the patch ends with the read-back
+    gguf_package.GGUFReader(path)
+    assert len(opened) == 2
+
+
 @pytest.mark.parametrize("style", ["chatml", "llama3"])
 def test_ollama_template_renders_the_chat_templates_prompt(style, request):
     tokenizer = models.load_tokenizer(str(request.getfixturevalue(f"tiny_{style}")))

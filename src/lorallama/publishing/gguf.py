@@ -19,6 +19,7 @@ q5_1); k-quants such as q4_k_m are made from the f16 file by llama.cpp's ``llama
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -255,13 +256,38 @@ def merged_model(ref: models.ModelRef):
     return model, tokenizer
 
 
+@contextlib.contextmanager
+def one_reader_per_file():
+    """transformers opens a GGUF file once per thing it asks (config, tokenizer, weights: four times for one read-back),
+    and each opening parses every vocabulary entry and merge in Python (about 14 s for SmolLM2's 49k on 2 cores). The
+    file does not change meanwhile, so one ``gguf.GGUFReader`` per file answers them all; transformers imports the
+    class inside its loader, so patching the package's attribute for the duration is enough."""
+    import gguf as gguf_package
+
+    original = gguf_package.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf_package.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf_package.GGUFReader = original
+
+
 def read_back(path: Path):
     """The GGUF file as transformers reads it: tokenizer and weights from the file alone."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    with one_reader_per_file():
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     models.configure_generation(model, tokenizer)
     return model, tokenizer
 
