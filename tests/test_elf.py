@@ -9,14 +9,14 @@ import subprocess
 import pytest
 
 from lorallama.serving import elf
-from support.native import C_SOURCE, REGEX_SOURCE, STRING_SOURCE, build_library
+from support.native import PLAIN_SOURCE, REGEX_SOURCE, STRING_SOURCE, build_library
 
 
 def test_a_library_that_asks_for_an_executable_stack_loses_the_flag_and_still_loads(tmp_path):
     """Newer glibc refuses to dlopen such a library; ``spaces.aoti_compile`` clears the flag, and so do we."""
     if shutil.which("readelf") is None:
         pytest.skip("no readelf")
-    library = build_library(tmp_path, "one", C_SOURCE, "-z", "execstack")
+    library = build_library(tmp_path, "one", PLAIN_SOURCE, "-z", "execstack")
 
     def executable_stack() -> bool:
         out = subprocess.run(["readelf", "-lW", str(library)], capture_output=True, text=True, check=True).stdout

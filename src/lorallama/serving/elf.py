@@ -60,14 +60,11 @@ def needed_libraries(path: str) -> list[str] | None:
         entries = [struct.unpack_from("<qQ", raw, at) for at in range(0, len(raw) - 15, 16)]
         entries = entries[: next((i for i, (tag, _) in enumerate(entries) if tag == DT_NULL), len(entries))]
         strtab = next((value for tag, value in entries if tag == DT_STRTAB), None)
+        if strtab is None:
+            return []
         # DT_STRTAB is an address; the segment that maps it gives its place in the file.
         base = next(
-            (
-                off + strtab - vaddr
-                for _, _, off, vaddr, _, filesz, *_ in loads
-                if strtab is not None and vaddr <= strtab < vaddr + filesz
-            ),
-            None,
+            (off + strtab - vaddr for _, _, off, vaddr, _, size, *_ in loads if vaddr <= strtab < vaddr + size), None
         )
         if base is None:
             return []
