@@ -122,6 +122,7 @@ def test_stop_stops_the_answer(page, tiny_chatml):
     calls = slow_down(cm, 0.05)
     config = serving_config.ChatConfig(slug="tiny", base=str(tiny_chatml), temperature=0.0, max_new_tokens=400)
     demo = build_chat_app(config, model=cm)
+
     with launched(demo) as url:
         ask(page, url, "Talk to me")
         wait_until(lambda: len(" ".join(page.locator(BOT).all_inner_texts()).split()) >= 5)
@@ -134,12 +135,17 @@ def test_stop_stops_the_answer(page, tiny_chatml):
         assert len(calls) == forward_calls
         assert 5 <= len(stopped.split()) < 100  # far short of the 400 tokens it would have written
         page.wait_for_selector("button.stop-button", state="hidden")
-        # The chat carries on.
+        # The chat carries on: the next answer streams and stops again. Stop is pressed once the answer's first words
+        # show, as a person would: pressed in the instant the answer started, on a loaded machine, it once missed it.
         page.fill(INPUT, "Again")
         page.keyboard.press("Enter")
         wait_until(lambda: demo.lorallama.started == 2)
+        wait_until(lambda: len(texts := page.locator(BOT).all_inner_texts()) >= 2 and len(texts[-1].split()) >= 3)
         page.click("button.stop-button")
         wait_until(lambda: demo.lorallama.active == 0, timeout=10)
+        again = page.locator(BOT).all_inner_texts()[-1]
+        assert 3 <= len(again.split()) < 100
+        page.wait_for_selector("button.stop-button", state="hidden")
 
 
 SCREENS = Path(os.environ.get("LORALLAMA_SCREENS", "/tmp/screens"))
