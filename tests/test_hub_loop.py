@@ -203,7 +203,7 @@ def test_time_budget_stops_cleanly_and_pushes(hub, tmp_path, tiny_chatml):
 
 def test_job_until_done_survives_a_killed_job_and_matches_an_uninterrupted_run(hub, tmp_path, tiny_chatml, monkeypatch):
     """The flagship: a job is killed mid-run, the watcher relaunches, the run resumes from the Hub and finishes."""
-    recipe_path = hub_recipe(tmp_path, tiny_chatml, save_steps=10, logging_steps=10, max_steps=400)
+    recipe_path = hub_recipe(tmp_path, tiny_chatml, save_steps=10, logging_steps=10, max_steps=160)
     recipe = load_recipe(str(recipe_path))
     straight = train(recipe, tmp_path / "straight", push=False)
 
@@ -246,7 +246,7 @@ def test_job_until_done_survives_a_killed_job_and_matches_an_uninterrupted_run(h
     assert max_diff(load_file(straight.adapter_dir / "adapter_model.safetensors"), adapter_on_hub(hub)) <= 1e-5
     final = json.loads(hub.files(REPO)["loss.json"])
     steps = [h["step"] for h in final if "loss" in h]
-    assert steps == sorted(set(steps)) and steps[-1] == 400
+    assert steps == sorted(set(steps)) and steps[-1] == 160
     assert [round(h["loss"], 6) for h in final if "loss" in h] == [
         round(h["loss"], 6) for h in straight.loss_history if "loss" in h
     ]
