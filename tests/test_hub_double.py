@@ -327,10 +327,10 @@ def test_latency_and_etag_timeout_falls_back_to_cache(hub, hub_api):
     assert hub_api.model_info("tester/slow").id == "tester/slow"
     assert time.monotonic() - start >= 0.3
 
-    slow = hub.add_latency(3.0, path=r"/resolve/", method="HEAD")
+    slow = hub.add_latency(6.0, path=r"/resolve/", method="HEAD")
     start = time.monotonic()
     assert hf_hub_download("tester/slow", "w.bin", etag_timeout=0.5) == cached  # HEAD timed out: cached copy
-    assert time.monotonic() - start < 2.5 and slow.hits == 1
+    assert time.monotonic() - start < 4.0 and slow.hits == 1  # well before the 6 s answer
 
 
 def test_dropped_connections(hub, hub_api):
