@@ -36,6 +36,7 @@ def test_help_lists_every_command_with_examples():
         (["train", "demo", "--set", "trainer.learning_rat=1"], "did you mean 'trainer.learning_rate'"),
         (["train", "missing.yaml"], "recipe file missing.yaml does not exist"),
         (["data", "inspect", "demo", "--set", "data.source=nowhere.jsonl"], "nowhere.jsonl does not exist"),
+        (["train", "demo", "--no-push", "--set", "data.source=nowhere.jsonl"], "nowhere.jsonl does not exist"),
         (
             ["train", "demo", "--no-push", "--set", "model.base=./nope", "--max-steps", "1"],
             "neither a folder here nor a Hub id",

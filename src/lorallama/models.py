@@ -55,8 +55,7 @@ def _file_lock(path: Path):
 
 def bundled_dir(name: str) -> Path:
     """The bundled model as a normal transformers folder (converted from GGUF on first use, then cached)."""
-    if name not in BUNDLED:
-        raise ModelError(f"unknown bundled model {name!r}: use one of {', '.join(BUNDLED)}")
+    check_base(BUNDLED_PREFIX + name)
     package, filename, _ = BUNDLED[name]
     target = cache_root() / "bundled" / name
     if (target / "model.safetensors").is_file():
@@ -98,21 +97,32 @@ def bundled_dir(name: str) -> Path:
     return target
 
 
-def resolve_base(base: str) -> str:
-    """Return something ``from_pretrained`` can load: a local folder or a Hub id."""
+def check_base(base: str) -> None:
+    """``base`` names something loadable: a bundled model, a saved transformers folder or a Hub id. Cheap: nothing
+    is converted or fetched, so commands can refuse a wrong base before their heavy imports."""
     if base.startswith(BUNDLED_PREFIX):
-        return str(bundled_dir(base[len(BUNDLED_PREFIX) :]))
+        if (name := base[len(BUNDLED_PREFIX) :]) not in BUNDLED:
+            raise ModelError(f"unknown bundled model {name!r}: use one of {', '.join(BUNDLED)}")
+        return
     path = Path(base).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelError(f"base folder {path} has no config.json: point model.base at a saved transformers model")
-        return str(path)
+        return
     if base.startswith((".", "/", "~")) or base.count("/") != 1:
         raise ModelError(
             f"base model {base!r} is neither a folder here nor a Hub id (namespace/name): use e.g. "
             f"unsloth/Llama-3.2-1B-Instruct, a local folder, a recipe slug, or {BUNDLED_PREFIX}smollm2-135m-instruct"
         )
-    return base
+
+
+def resolve_base(base: str) -> str:
+    """Return something ``from_pretrained`` can load: a local folder or a Hub id."""
+    check_base(base)
+    if base.startswith(BUNDLED_PREFIX):
+        return str(bundled_dir(base[len(BUNDLED_PREFIX) :]))
+    path = Path(base).expanduser()
+    return str(path) if path.exists() else base
 
 
 def hub_id_of(base: str) -> str:

@@ -35,6 +35,7 @@ def cmd_data_inspect(args) -> int:
     from ..training.chat_templates import training_chat_template
 
     recipe = load_recipe(args.recipe, args.set)
+    data.check_sources(recipe)
     chain = models.base_chain(recipe)
     tokenizer = models.load_tokenizer(chain.base, recipe.model.chat_template)
     template = training_chat_template(tokenizer) if recipe.trainer.assistant_only_loss else None

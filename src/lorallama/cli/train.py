@@ -44,13 +44,20 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from ..publishing.cards import adapter_card
+    from .. import models
     from ..recipe import load_recipe, parse_duration
+    from ..training import data
+
+    recipe = load_recipe(args.recipe, args.set)
+    # Before the heavy imports below: a wrong data path or base is refused at once.
+    data.check_sources(recipe)
+    models.check_base(models.base_chain(recipe).base)
+
+    from ..publishing.cards import adapter_card
     from ..training import distributed
     from ..training.backend import choose_backend
     from ..training.run import train
 
-    recipe = load_recipe(args.recipe, args.set)
     if args.dry_run:
         from ..training.estimate import dry_run
 

@@ -184,6 +184,14 @@ def source_path(recipe: Recipe, value: str, key: str = "data.source") -> str:
     return locate(value, folder, key)
 
 
+def check_sources(recipe: Recipe) -> None:
+    """Every local path the recipe's data names exists (Hub ids are checked when read): a wrong path is refused in
+    a moment, before a tokenizer or a model is loaded, with the same message reading it would give."""
+    source_path(recipe, recipe.data.source)
+    if recipe.data.replay is not None:
+        source_path(recipe, recipe.data.replay.source, "data.replay.source")
+
+
 def shard_rows(rows: list, index: int, count: int) -> list:
     """Contiguous shard ``index`` of ``count`` — the same split as ``datasets.Dataset.shard(contiguous=True)``."""
     start, stop = shard_bounds(len(rows), index, count)
