@@ -265,7 +265,8 @@ def parsed_once():
       opening parses every vocabulary entry and merge in Python (about 14 s for SmolLM2's 49k on 2 cores). The file
       does not change meanwhile, so one ``gguf.GGUFReader`` per file answers them all.
     - It maps tensor names module by module, building ``gguf``'s whole name table again for each of the model's
-      ~400 modules (about 20 s for SmolLM2). The table depends only on the architecture and the block count.
+      ~400 modules (about 16 s for SmolLM2 on 2 cores). The table depends only on the architecture and the block
+      count.
 
     transformers imports both names from the ``gguf`` package inside its loader, so patching the package's
     attributes for the duration is enough."""
