@@ -361,7 +361,9 @@ def compile_ahead(exported):
     folder = tempfile.mkdtemp(prefix="lorallama-aot-")
     package, weights = build_package(exported, os.path.join(folder, "step.pt2"))
     probe_load(package)
-    compiled = torch._inductor.aoti_load_package(package)
+    # Single-threaded: the default runner waits on its previous run's CUDA event before each run, which a CUDA-graph
+    # capture forbids; answers run one at a time under the decoder's lock anyway.
+    compiled = torch._inductor.aoti_load_package(package, run_single_threaded=True)
     # The weights stay the live tensors (as on ZeroGPU): no second copy of the model inside the library.
     compiled.load_constants(weights, check_full_update=True, user_managed=True)
     return compiled
