@@ -37,6 +37,7 @@ def test_help_lists_every_command_with_examples():
         (["train", "missing.yaml"], "recipe file missing.yaml does not exist"),
         (["data", "inspect", "demo", "--set", "data.source=nowhere.jsonl"], "nowhere.jsonl does not exist"),
         (["train", "demo", "--no-push", "--set", "data.source=nowhere.jsonl"], "nowhere.jsonl does not exist"),
+        (["data", "inspect", "demo", "--set", "model.base=./nope"], "neither a folder here nor a Hub id"),
         (
             ["train", "demo", "--no-push", "--set", "model.base=./nope", "--max-steps", "1"],
             "neither a folder here nor a Hub id",

@@ -33,9 +33,10 @@ def cmd_data_inspect(args) -> int:
     from ..recipe import load_recipe
     from ..training import data
     from ..training.chat_templates import training_chat_template
+    from .train import check_inputs
 
     recipe = load_recipe(args.recipe, args.set)
-    data.check_sources(recipe)
+    check_inputs(recipe)
     chain = models.base_chain(recipe)
     tokenizer = models.load_tokenizer(chain.base, recipe.model.chat_template)
     template = training_chat_template(tokenizer) if recipe.trainer.assistant_only_loss else None

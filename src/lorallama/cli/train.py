@@ -43,15 +43,21 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def cmd_train(args) -> int:
+def check_inputs(recipe) -> None:
+    """A wrong data path or model base, refused at once: before a command's heavy imports (torch, transformers, TRL)
+    and before any tokenizer or model is loaded, with the message reading them would give."""
     from .. import models
-    from ..recipe import load_recipe, parse_duration
     from ..training import data
 
-    recipe = load_recipe(args.recipe, args.set)
-    # Before the heavy imports below: a wrong data path or base is refused at once.
     data.check_sources(recipe)
     models.check_base(models.base_chain(recipe).base)
+
+
+def cmd_train(args) -> int:
+    from ..recipe import load_recipe, parse_duration
+
+    recipe = load_recipe(args.recipe, args.set)
+    check_inputs(recipe)  # before the heavy imports below
 
     from ..publishing.cards import adapter_card
     from ..training import distributed
