@@ -9,7 +9,7 @@ import gradio as gr
 import pytest
 import torch
 
-from lorallama.serving import chat, decoding, gpu_time, ui
+from lorallama.serving import ahead_of_time, chat, decoding, gpu_time, ui
 from support.models import ATTACKS
 
 PROMPTS = [
@@ -88,10 +88,10 @@ def test_too_long_busy_or_stopped(tiny_chatml):
 
 
 def test_failed_compilation_falls_back_and_says_so_once(tiny_chatml, monkeypatch, caplog):
-    def broken(exported):
+    def broken(exported, with_spaces=False):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(decoding, "compile_ahead", broken)
+    monkeypatch.setattr(ahead_of_time, "compile_ahead", broken)
     monkeypatch.setattr(decoding, "_warned", set())
     caplog.set_level(logging.WARNING, "lorallama")
     cm = fresh(tiny_chatml)
@@ -116,9 +116,9 @@ def test_a_compiled_program_whose_loader_crashes_costs_a_fallback_not_the_proces
         raise AssertionError("a package that crashed its probe must not be loaded in the serving process")
 
     monkeypatch.setattr(decoding, "export_step", lambda decoder: None)
-    monkeypatch.setattr(decoding, "build_package", fake_package)
+    monkeypatch.setattr(ahead_of_time, "build_package", fake_package)
     monkeypatch.setattr(torch._inductor, "aoti_load_package", in_process_load)
-    monkeypatch.setattr(decoding, "LOAD_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(ahead_of_time, "LOAD_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     monkeypatch.setattr(decoding, "_warned", set())
     caplog.set_level(logging.WARNING, "lorallama")
     cm = fresh(tiny_chatml)
@@ -151,7 +151,7 @@ def test_a_compiler_that_links_its_own_cxx_runtime_falls_back_before_loading(
 
     monkeypatch.setattr(decoding, "export_step", lambda decoder: Exported())
     monkeypatch.setattr(torch._inductor, "aot_compile", lambda *a, **k: [str(library)])
-    monkeypatch.setattr(decoding, "probe_load", never)
+    monkeypatch.setattr(ahead_of_time, "probe_load", never)
     monkeypatch.setattr(torch._inductor, "aoti_load_package", never)
     monkeypatch.setattr(decoding, "_warned", set())
     caplog.set_level(logging.WARNING, "lorallama")
@@ -175,15 +175,24 @@ def test_mode_choice(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_ahead_of_time_answers_like_generate_at_every_length(tiny_chatml):
-    """The ZeroGPU path on CPU: one exported program, compiled once by AOTInductor, for every prompt length."""
+def test_compiled_ahead_of_time_answers_like_generate_at_every_length(tiny_chatml, monkeypatch):
+    """The ZeroGPU path on CPU: one exported program, compiled once by AOTInductor, for every prompt length, loaded
+    once (the single-threaded runner a CUDA graph can capture), though each answer runs in a fresh ``contextvars``
+    context as a ZeroGPU worker runs each request."""
+    import contextvars
+
+    import torch._inductor
+
     expected = reference(tiny_chatml, GREEDY)
     cm = fresh(tiny_chatml)
+    loads, load = [], torch._inductor.aoti_load_package
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda *a, **k: (loads.append(k), load(*a, **k))[1])
     decoder = decoding.prepare(cm, "aot", max_len=256)
     assert decoder is not None and decoder.mode == "aot" and decoder.timing.compile_seconds > 0
     compiled = decoder.compiled
-    assert answers(cm, GREEDY) == expected
+    assert [contextvars.copy_context().run(answers, cm, GREEDY, [p]) for p in PROMPTS] == [[e] for e in expected]
     assert decoder.compiled is compiled  # nothing compiled again for the other lengths
+    assert loads == [{"run_single_threaded": True}]
 
 
 @pytest.mark.slow

@@ -44,10 +44,21 @@ def answers(cm) -> list[str]:
     return ["".join(chat.stream_ids(cm, chat.encode_prompt(cm.tokenizer, m), GREEDY)) for m in PROMPTS]
 
 
-@pytest.mark.parametrize("mode", ["eager", "compile", "aot"])
-def test_decoding_answers_like_generate_and_compiles_once(mode, gpu_llama):
+@pytest.mark.parametrize("mode", ["eager", "compile", "aot", "aot-spaces"])
+def test_decoding_answers_like_generate_and_compiles_once(mode, gpu_llama, monkeypatch):
+    """``aot-spaces`` is a ZeroGPU Space's path: compiled by ``spaces.aoti_compile`` in a start-up GPU call, sent
+    pickled to the Space and on to the GPU worker that serves the chat, which runs each request in a fresh copy of
+    its ``contextvars`` context."""
+    import contextvars
+    import pickle
+
     import torch._dynamo
 
+    spaces_path = mode == "aot-spaces"
+    if spaces_path:
+        pytest.importorskip("spaces")
+        monkeypatch.setattr(decoding, "zero_gpu", lambda: True)  # spaces.GPU itself runs the call here (no platform)
+        mode = "aot"
     expected = answers(load(gpu_llama))  # generate, dynamic cache
     lengths = {len(chat.encode_prompt(load(gpu_llama).tokenizer, m)) for m in PROMPTS}
     assert len(lengths) == len(PROMPTS)
@@ -58,12 +69,25 @@ def test_decoding_answers_like_generate_and_compiles_once(mode, gpu_llama):
     decoder = decoding.prepare(cm, mode, max_len=1024)  # the longest prompt is 662 tokens
     assert decoder is not None and cm.decoder is decoder, "the mode fell back (see the log)"
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    loads = []
+    if spaces_path:
+        assert type(decoder.compiled.source).__name__ == "ZeroGPUCompiledModel"  # spaces.aoti_compile built it
+        decoder.compiled = pickle.loads(pickle.dumps(decoder.compiled))  # to the Space, then to the chat's worker
+        decoder._state.clear()  # that worker is another process: its own cache and graph
+        real_load = torch._inductor.aoti_load_package
+        monkeypatch.setattr(
+            torch._inductor, "aoti_load_package", lambda *a, **k: (loads.append(k), real_load(*a, **k))[1]
+        )
     compiled = decoder.compiled
     used = []
     tokens = decoder.tokens
     decoder.tokens = lambda *a, **k: (used.append(1), tokens(*a, **k))[1]
-    assert answers(cm) == expected
-    assert len(used) == len(PROMPTS)
+    if spaces_path:
+        assert [contextvars.copy_context().run(answers, cm) for _ in range(2)] == [expected] * 2
+        assert loads == [{"run_single_threaded": True}]  # once in the worker, not once per request
+    else:
+        assert answers(cm) == expected
+    assert len(used) == len(PROMPTS) * (2 if spaces_path else 1)
     # No prompt length compiled anything: the same graphs, the same ahead-of-time program.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     if mode == "compile":

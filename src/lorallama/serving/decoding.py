@@ -10,7 +10,8 @@ Modes (``prepare(cm, mode)``; ``auto`` picks by hardware, ``LORALLAMA_DECODING``
 - ``aot`` (ZeroGPU, where ``torch.compile`` is not allowed): the step is exported with ``torch.export`` with the
   token count as a dynamic dimension and compiled ahead of time with AOTInductor (``spaces.aoti_compile``) inside
   ``@spaces.GPU`` at start-up. One compiled program serves prompts of every length and each decoding step, so no
-  prompt compiles again; the decoding step is then captured in a CUDA graph in each GPU worker.
+  prompt compiles again; the decoding step is then captured in a CUDA graph in each GPU worker (``ahead_of_time``
+  loads the package so that it can be).
 - ``compile`` (dedicated GPUs, ``lorallama chat --ui``): the one-token step compiled with ``torch.compile`` (fixed
   shapes, compiled once at start-up) and captured in a CUDA graph; the prompt runs eagerly, so its length never
   compiles anything. float16 on a T4 (no bfloat16 there), bfloat16 elsewhere (``chat.load_model`` picks).
@@ -32,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import elf
+from . import ahead_of_time
 
 log = logging.getLogger("lorallama")
 
@@ -348,88 +349,13 @@ def export_step(decoder: Decoder):
         )
 
 
-def compile_ahead(exported):
-    """AOTInductor: ``spaces.aoti_compile`` where the ZeroGPU runtime is present, torch's own package elsewhere."""
-    if zero_gpu():
-        import spaces
+def _compile_aot(decoder: Decoder, with_spaces: bool | None = None) -> tuple[Any, Timing]:
+    """Export, compile ahead of time and warm up; on ZeroGPU this runs inside ``@spaces.GPU`` (a GPU worker).
 
-        return spaces.aoti_compile(exported)
-    import tempfile
-
-    import torch
-
-    folder = tempfile.mkdtemp(prefix="lorallama-aot-")
-    package, weights = build_package(exported, os.path.join(folder, "step.pt2"))
-    probe_load(package)
-    # Single-threaded: the default runner waits on its previous run's CUDA event before each run, which a CUDA-graph
-    # capture forbids; answers run one at a time under the decoder's lock anyway.
-    compiled = torch._inductor.aoti_load_package(package, run_single_threaded=True)
-    # The weights stay the live tensors (as on ZeroGPU): no second copy of the model inside the library.
-    compiled.load_constants(weights, check_full_update=True, user_managed=True)
-    return compiled
-
-
-# As spaces.aoti_compile: weights outside the shared library (a 1B model's would make it > 2 GB).
-OUTSIDE_WEIGHTS = {
-    "aot_inductor.package": True,
-    "aot_inductor.package_constants_in_so": False,
-    "always_keep_tensor_constants": True,
-    "joint_graph_constant_folding": False,
-}
-
-
-def build_package(exported, path: str) -> tuple[str, dict]:
-    """``aoti_compile_and_package``'s two halves, with the library's executable-stack flag cleared between them, as
-    ``spaces.aoti_compile`` does (newer glibc refuses to ``dlopen`` such a library), and a library that carries its
-    own C++ runtime refused; returns the package and the weights to hand to ``load_constants``."""
-    import torch
-    from torch._inductor.package.package import package_aoti
-
-    options = dict(OUTSIDE_WEIGHTS)
-    if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 10):
-        options["aot_inductor.package_constants_on_disk_format"] = "pickle_weights"
-    else:
-        options["aot_inductor.package_constants_on_disk"] = True
-    args, kwargs = exported.example_inputs
-    artifacts = torch._inductor.aot_compile(exported.module(), args, kwargs, options=options)
-    files = [f for f in artifacts if isinstance(f, str)]
-    for name in files:
-        if name.endswith(".so"):
-            elf.clear_executable_stack(name)
-            if elf.carries_own_cxx_runtime(name):
-                from torch._inductor.cpp_builder import get_cpp_compiler
-
-                # Seen on an H200 host whose CXX linked libstdc++ statically: the loader segfaults in std::regex.
-                raise RuntimeError(
-                    f"the ahead-of-time library links its own copy of the C++ runtime, not the shared libstdc++ "
-                    f"torch uses, so loading it would crash: the compiler {get_cpp_compiler()} links libstdc++ "
-                    f"statically; set CXX to one that links it dynamically (the system g++, /usr/bin/g++)"
-                )
-    package_aoti(path, files)
-    weights = next(a for a in artifacts if not isinstance(a, str))
-    return path, {name: weights.get_weight(name)[0] for name in weights}
-
-
-# A loader that crashes takes its process with it, so it is tried first in a child of its own.
-LOAD_PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1])"
-
-
-def probe_load(package: str) -> None:
-    """Raise (so ``prepare`` falls back) unless a child process loads ``package``: a loader that segfaults (seen for a
-    one-op program, from a compiler ``build_package`` now refuses) would end the Space instead of one decoding mode."""
-    import subprocess
-    import sys
-
-    probe = subprocess.run([sys.executable, "-c", LOAD_PROBE, package], capture_output=True, text=True, timeout=600)
-    if probe.returncode != 0:
-        reason = probe.stderr.strip().splitlines()[-1:] or ["no message"]
-        raise RuntimeError(f"AOTInductor's loader failed in a probe process (exit {probe.returncode}): {reason[0]}")
-
-
-def _compile_aot(decoder: Decoder) -> tuple[Any, Timing]:
-    """Export, compile ahead of time and warm up; on ZeroGPU this runs inside ``@spaces.GPU`` (a GPU worker)."""
+    ``with_spaces``: compile with ``spaces.aoti_compile`` (default: on ZeroGPU), as the Space does."""
     start = time.perf_counter()
-    decoder.compiled = compile_ahead(export_step(decoder))
+    with_spaces = zero_gpu() if with_spaces is None else with_spaces
+    decoder.compiled = ahead_of_time.compile_ahead(export_step(decoder), with_spaces=with_spaces)
     seconds = time.perf_counter() - start
     timing = decoder.warm_up()
     timing.compile_seconds = round(seconds, 1)
