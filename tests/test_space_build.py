@@ -182,12 +182,34 @@ print("device", next(cm.model.parameters()).device)
 def generate(n):
     yield n
 print("wrapped", generate.__module__ != __name__ or hasattr(generate, "__wrapped__"))
+
+# What spaces.aoti_compile returns, as the serving worker's Step reads it: its archive, and only the weights the
+# program names. torch's loader is replaced here (a real package needs a compile; tests/test_gpu_decoding.py loads one).
+import io
+from spaces.zero.torch.aoti import ZeroGPUCompiledModel, ZeroGPUWeights
+from lorallama.serving import ahead_of_time
+compiled = ZeroGPUCompiledModel(io.BytesIO(b"package"), ZeroGPUWeights({{"w": torch.ones(2), "other": torch.ones(1)}}))
+seen = []
+class Program:
+    def get_constant_fqns(self):
+        return ["w"]
+    def load_constants(self, weights, **how):
+        seen.append((sorted(weights), how))
+    def __call__(self, *args):
+        return sum(args)
+def load(archive, **how):
+    seen.append((archive is compiled.archive_file, how))
+    return Program()
+torch._inductor.aoti_load_package = load
+step = ahead_of_time.Step(compiled)
+print("step", step(1, 2), step(3, 4), seen)
 """
 
 
 def test_the_zerogpu_code_path_of_spaces_runs_until_it_needs_the_platform(tmp_path, tiny_chatml):
     """With ZeroGPU's variables set, ``spaces`` patches this torch (the version pinned for ZeroGPU) and our model
-    load moves to its stand-in CUDA device: what happens in a ZeroGPU Space before the first GPU call."""
+    load moves to its stand-in CUDA device: what happens in a ZeroGPU Space before the first GPU call. And the
+    serving ``Step`` reads that ``spaces`` version's compiled model as it is: its archive, single-threaded, once."""
     app = sync.stage_space(REPO, "finetome", tmp_path / "finetome")
     meta = readme_meta(app)
     python = pyenv_python(str(meta["python_version"]))
@@ -211,3 +233,5 @@ def test_the_zerogpu_code_path_of_spaces_runs_until_it_needs_the_platform(tmp_pa
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "device cuda:0" in out.stdout and "wrapped True" in out.stdout, out.stdout
+    loaded_once = "[(True, {'run_single_threaded': True}), (['w'], {'check_full_update': True, 'user_managed': True})]"
+    assert f"step 3 7 {loaded_once}" in out.stdout, out.stdout
