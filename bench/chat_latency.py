@@ -2,9 +2,10 @@
 
     python bench/chat_latency.py --device cuda       # Llama-3.2-1B shape, random weights, bf16
     python bench/chat_latency.py --device cpu        # the bundled SmolLM2-135M-Instruct, fp32, this CPU
-    python bench/chat_latency.py --device cuda --variants merged --caches dynamic,aot,compile
-                                                     # the Spaces before (dynamic) and after (aot), dedicated GPUs
-                                                     # (compile), with GPU-seconds per 300-token answer
+    python bench/chat_latency.py --device cuda --variants merged --caches dynamic,aot+spaces,compile
+                                                     # the Spaces before (dynamic) and after (aot+spaces, needs
+                                                     # the spaces package), dedicated GPUs (compile), with
+                                                     # GPU-seconds per 300-token answer
 
 The decoder rows (``aot``, ``aot+spaces``, ``compile``, ``eager``) run the serving code itself
 (``lorallama.serving.decoding``):
