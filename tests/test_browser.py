@@ -122,7 +122,6 @@ def test_stop_stops_the_answer(page, tiny_chatml):
     calls = slow_down(cm, 0.05)
     config = serving_config.ChatConfig(slug="tiny", base=str(tiny_chatml), temperature=0.0, max_new_tokens=400)
     demo = build_chat_app(config, model=cm)
-
     with launched(demo) as url:
         ask(page, url, "Talk to me")
         wait_until(lambda: len(" ".join(page.locator(BOT).all_inner_texts()).split()) >= 5)

@@ -118,9 +118,9 @@ def check_base(base: str) -> None:
 
 def resolve_base(base: str) -> str:
     """Return something ``from_pretrained`` can load: a local folder or a Hub id."""
-    check_base(base)
     if base.startswith(BUNDLED_PREFIX):
-        return str(bundled_dir(base[len(BUNDLED_PREFIX) :]))
+        return str(bundled_dir(base[len(BUNDLED_PREFIX) :]))  # which checks the name itself
+    check_base(base)
     path = Path(base).expanduser()
     return str(path) if path.exists() else base
 
